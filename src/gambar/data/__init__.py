@@ -1,0 +1,1 @@
+"""Datasets: procedural shapes (exact ground truth), and loaders for standard formats."""

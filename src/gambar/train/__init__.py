@@ -1,0 +1,1 @@
+"""Training: one shared loop (accelerate), EMA, atomic resumable checkpoints."""
