@@ -13,3 +13,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(autouse=True)
 def _deterministic_seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny pipeline directory (config.json + safetensors + tokenizer.json)."""
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    from helpers_models import make_tiny_pipeline
+
+    make_tiny_pipeline().save(path)
+    return path

@@ -56,6 +56,27 @@ RELATIONS_ID: dict[str, str] = {
     "below": "di bawah",
 }
 RELATION_MARGIN = 0.10  # "A left of B" holds when cx(A) + 0.1 S < cx(B)
+# Every wording a caption may use for a relation, canonical first. The data generator varies among
+# them; a prompt parser accepts all of them (longest match first: "to the left of" > "left of").
+RELATION_PHRASES_EN: dict[str, tuple[str, ...]] = {
+    "left of": ("to the left of", "left of"),
+    "right of": ("to the right of", "right of"),
+    "above": ("above",),
+    "below": ("below",),
+}
+RELATION_PHRASES_ID: dict[str, tuple[str, ...]] = {
+    "left of": ("di sebelah kiri", "di kiri"),
+    "right of": ("di sebelah kanan", "di kanan"),
+    "above": ("di atas",),
+    "below": ("di bawah",),
+}
+# "A left of B" says the same as "B right of A": captions swap the pair this way.
+MIRRORED_RELATION: dict[str, str] = {
+    "left of": "right of",
+    "right of": "left of",
+    "above": "below",
+    "below": "above",
+}
 
 NUMBERS_EN: dict[int, str] = {1: "one", 2: "two", 3: "three", 4: "four"}
 NUMBERS_ID: dict[int, str] = {1: "satu", 2: "dua", 3: "tiga", 4: "empat"}

@@ -50,3 +50,10 @@ class TextEncoder(Protocol):
     name: str
 
     def __call__(self, texts: Sequence[str]) -> Encoded: ...
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of states (B, L, D) over real tokens, mask (B, L) bool -> (B, D)."""
+    weights = mask.to(states.dtype).unsqueeze(-1)  # (B, L, 1)
+    # clamp: an all-padding row (the encoders never produce one) would otherwise divide by zero
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)

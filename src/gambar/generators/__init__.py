@@ -1,0 +1,1 @@
+"""One folder per family of generators: its networks, its loss, its Pipeline."""

@@ -1,0 +1,1 @@
+"""Pixel-space text-conditional diffusion (Imagen-style, frozen or trainable text encoder)."""

@@ -1,0 +1,211 @@
+"""Pixel-space diffusion as a Pipeline: load/save a model directory, generate with provenance."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from tqdm.auto import tqdm
+
+import gambar
+from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.fsutil import atomic_write_bytes, atomic_write_text
+from gambar.generators.diffusion.config import DiffusionConfig
+from gambar.generators.diffusion.model import DiffusionModel, build_schedule, make_denoiser
+from gambar.generators.diffusion.unet import UNetConfig
+from gambar.pipeline import FORMAT, Generated, Progress, read_config
+from gambar.provenance import model_sha256
+from gambar.samplers import get_sampler
+from gambar.samplers.guidance import classifier_free
+from gambar.seeding import check_seed, generators_for, initial_noise
+from gambar.text.base import Encoded
+from gambar.text.setup import TextSetup
+
+WEIGHTS = "model.safetensors"
+MAX_PROMPT_CHARS = 500
+MAX_STEPS = 1000
+MAX_GUIDANCE = 50.0
+# Measured defaults (benchmarks/sampling.py): DPM-Solver++(2M) reaches DDIM-50 quality in ~20.
+DEFAULTS: dict[str, Any] = {"sampler": "dpmpp", "steps": 20, "guidance": 4.0}
+
+
+def _to_image(x: torch.Tensor) -> Image.Image:
+    """(C, H, W) in [-1, 1] -> 8-bit RGB."""
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+class DiffusionPipeline:
+    """Text -> encoder -> UNet denoiser + stateless sampler -> image."""
+
+    family = "diffusion"
+
+    def __init__(self, model: DiffusionModel, text: TextSetup, cfg: DiffusionConfig,
+                 *, name: str = "unsaved", sha256: str = "", extra: dict[str, Any] | None = None
+                 ) -> None:
+        self.model = model.eval()
+        self.text = text
+        self.cfg = cfg
+        self.schedule = build_schedule(cfg)
+        self.name = name
+        self.sha256 = sha256
+        self.extra = extra or {}
+        self.defaults = {**DEFAULTS, "size": cfg.image_size, **self.extra.get("defaults", {})}
+        self._denoise = make_denoiser(self.model, self.schedule, cfg.prediction)
+        self._stride = model.unet.cfg.patch_size * 2 ** (len(model.unet.cfg.channel_mults) - 1)
+
+    # ---- saving and loading -------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "family": self.family,
+            "gambar_version": gambar.__version__,
+            "unet": asdict(self.model.unet.cfg),
+            "diffusion": asdict(self.cfg),
+            "text_encoder": self.text.to_dict(),
+            "schedule": self.schedule.to_json(),
+            **self.extra,
+        }
+
+    def save(self, path: Path, *, dtype: torch.dtype = torch.float32) -> None:
+        """Write config.json + model.safetensors (+ the tokenizer of a trainable encoder)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to(dtype).contiguous() for k, v in self.model.state_dict().items()}
+        blob = save(state, metadata={"format": FORMAT, "family": self.family})
+        atomic_write_bytes(path / WEIGHTS, blob, overwrite=True)
+        self.text.save_files(path)
+        atomic_write_text(path / "config.json", json.dumps(self.config_dict(), indent=2),
+                          overwrite=True)
+        self.sha256 = model_sha256(self.files(path))
+        self.name = path.name
+
+    @staticmethod
+    def files(path: Path) -> list[Path]:
+        return [p for p in Path(path).iterdir() if p.suffix in (".json", ".safetensors")]
+
+    @classmethod
+    def load(cls, path: Path) -> DiffusionPipeline:
+        path = Path(path)
+        cfg = read_config(path)
+        try:
+            unet_cfg = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in cfg["unet"].items()})
+            dcfg = DiffusionConfig(**cfg["diffusion"])
+            text = TextSetup.from_dict(cfg["text_encoder"], path)
+        except (KeyError, TypeError) as exc:
+            raise CorruptFileError(
+                f"{path / 'config.json'} does not describe a model: {exc}") from None
+        model = DiffusionModel(unet_cfg, text.trainable)
+        try:
+            state = load_file(str(path / WEIGHTS))
+        except (OSError, SafetensorError) as exc:
+            raise CorruptFileError(f"{path / WEIGHTS} is unreadable or corrupt ({exc})") from None
+        try:
+            model.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise CorruptFileError(f"{path / WEIGHTS} does not match its config: {first}") from None
+        extra = {k: cfg[k] for k in ("name", "defaults", "training", "data") if k in cfg}
+        return cls(model, text, dcfg, name=cfg.get("name", path.name),
+                   sha256=model_sha256(cls.files(path)), extra=extra)
+
+    # ---- generation ---------------------------------------------------------------------
+    def _check(self, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float,
+               sampler: str, size: int) -> None:
+        if len(prompts) != len(seeds):
+            raise InvalidInputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        for p in prompts:
+            if not p.strip():
+                raise InvalidInputError(
+                    'the prompt is empty; give a description, e.g. "a red circle"')
+            if len(p) > MAX_PROMPT_CHARS:
+                raise InvalidInputError(
+                    f"the prompt is {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
+        for s in seeds:
+            check_seed(s)
+        if not 1 <= steps <= MAX_STEPS:
+            raise InvalidInputError(f"steps must be between 1 and {MAX_STEPS}, not {steps}")
+        if not 0 <= guidance <= MAX_GUIDANCE:
+            raise InvalidInputError(
+                f"guidance must be between 0 and {MAX_GUIDANCE}, not {guidance}")
+        get_sampler(sampler)  # raises a one-line error naming the valid samplers
+        if size % self._stride or not self._stride <= size <= 256:
+            raise InvalidInputError(
+                f"size must be a multiple of {self._stride} between {self._stride} and 256 "
+                f"(this model was trained at {self.cfg.image_size}), not {size}")
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], *, seeds: Sequence[int],
+                 negative_prompt: str = "", steps: int | None = None,
+                 guidance: float | None = None, sampler: str | None = None,
+                 size: int | None = None, eta: float = 0.0, batch_size: int = 8,
+                 progress: bool | Progress = True) -> list[Generated]:
+        """Draw one image per (prompt, seed). Image k depends only on its own seed."""
+        prompts = list(prompts)
+        steps = int(steps if steps is not None else self.defaults["steps"])
+        guidance = float(guidance if guidance is not None else self.defaults["guidance"])
+        sampler = sampler or self.defaults["sampler"]
+        size = int(size or self.defaults["size"])
+        self._check(prompts, seeds, steps, guidance, sampler, size)
+        if len(negative_prompt) > MAX_PROMPT_CHARS:
+            raise InvalidInputError(f"the negative prompt is over {MAX_PROMPT_CHARS} characters")
+        sample = get_sampler(sampler)
+        options = {"eta": eta} if sampler == "ddim" else {}
+        total = steps * -(-len(prompts) // batch_size)
+        bar = tqdm(total=total, desc="sampling", unit="step", disable=progress is not True,
+                   leave=False)
+        done = 0
+
+        def on_step(i: int, n: int, x: torch.Tensor) -> None:
+            nonlocal done
+            done += 1
+            bar.update(1)
+            if callable(progress):
+                progress(done, total)
+
+        results: list[Generated] = []
+        uncond_text = self.text.encode([negative_prompt], self.model)
+        try:
+            for start in range(0, len(prompts), batch_size):
+                chunk = prompts[start:start + batch_size]
+                chunk_seeds = seeds[start:start + batch_size]
+                cond = self.text.encode(chunk, self.model)
+                uncond = Encoded.cat([uncond_text] * len(chunk))
+                gens = generators_for(chunk_seeds)
+                x = initial_noise((3, size, size), gens)
+                if guidance == 1.0:
+                    denoise, c = self._denoise, cond
+                else:
+                    denoise, c = classifier_free(self._denoise, guidance), (cond, uncond)
+                x = sample(denoise, x, c, self.schedule, steps, generators=gens,
+                           callback=on_step, **options)
+                for k, img in enumerate(x):
+                    prov = self.provenance(chunk[k], negative_prompt, chunk_seeds[k], start + k,
+                                           len(prompts), sampler, steps, guidance, options, size)
+                    results.append(Generated(_to_image(img), prov))
+        finally:
+            bar.close()
+        return results
+
+    def provenance(self, prompt: str, negative: str, seed: int, index: int, batch: int,
+                   sampler: str, steps: int, guidance: float, options: dict[str, Any],
+                   size: int) -> dict[str, Any]:
+        """Everything needed to reproduce one image (DESIGN.md "Provenance")."""
+        return {
+            "prompt": prompt, "negative_prompt": negative, "seed": int(seed),
+            "index_in_batch": index, "batch_size": batch, "family": self.family,
+            "model_name": self.name, "model_sha256": self.sha256,
+            "text_encoder": self.text.describe(), "sampler": sampler, "steps": steps,
+            "guidance": guidance, "sampler_options": options, "size": size,
+            "dtype": "float32", "gambar_version": gambar.__version__,
+            "torch_version": torch.__version__, "machine": platform.machine(),
+        }

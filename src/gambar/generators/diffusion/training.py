@@ -1,0 +1,109 @@
+"""The diffusion family's TrainingTask: data stream, loss, sample grids and export."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from gambar.config import dataclass_from_dict
+from gambar.data.shapes import ShapesStream, to_tensor
+from gambar.errors import InvalidInputError
+from gambar.generators.diffusion.config import DiffusionConfig
+from gambar.generators.diffusion.model import DiffusionModel, build_schedule, diffusion_loss
+from gambar.generators.diffusion.pipeline import DiffusionPipeline
+from gambar.generators.diffusion.unet import PRESETS, UNetConfig
+from gambar.imaging import make_grid
+from gambar.text.base import Encoded
+from gambar.text.setup import TextSetup
+
+TOKENIZER_CAPTIONS = 4000  # stream items whose captions teach a small encoder its vocabulary
+DEFAULT_SAMPLE_PROMPTS = (
+    "a red circle", "three blue stars", "a large yellow triangle",
+    "a green square to the left of a purple heart",
+    "sebuah lingkaran merah", "dua bintang biru", "segitiga kuning besar",
+    "persegi hijau di atas hati ungu",
+)
+
+
+def _unet_config(section: dict[str, Any], text_dim: int) -> UNetConfig:
+    section = dict(section)
+    preset = section.pop("preset", "unet-s")
+    if preset not in PRESETS:
+        raise InvalidInputError(f"unknown UNet preset {preset!r}; known: {', '.join(PRESETS)}")
+    base = asdict(PRESETS[preset])
+    base.update(section)
+    base["text_dim"] = text_dim
+    return dataclass_from_dict(UNetConfig, base)
+
+
+class DiffusionTask:
+    """Builds everything one diffusion training run needs from its recipe dict."""
+
+    # recipe sections --set may override, checked against these dataclasses
+    SCHEMA: dict[str, type] = {"diffusion": DiffusionConfig, "unet": UNetConfig}
+
+    def __init__(self, recipe: dict[str, Any]) -> None:
+        data = dict(recipe.get("data", {}))
+        source = data.pop("source", "shapes")
+        if source != "shapes":
+            raise InvalidInputError(f"unknown data source {source!r}; available: shapes")
+        self.cfg = dataclass_from_dict(DiffusionConfig, recipe.get("diffusion", {}))
+        size = int(data.pop("size", self.cfg.image_size))
+        self.cfg = replace(self.cfg, image_size=size)
+        self.stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
+                                   languages=tuple(data.pop("languages", ("en", "id"))))
+        if data:
+            raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
+        text = dict(recipe.get("text", {"kind": "minilm"}))
+        kind = text.pop("kind", "minilm")
+        captions = ([self.stream[i].caption for i in range(TOKENIZER_CAPTIONS)]
+                    if kind == "small" else [])
+        self.text = TextSetup.build(kind, captions, **text)
+        unet_cfg = _unet_config(recipe.get("unet", {}), self.text.dim)
+        self.model = DiffusionModel(unet_cfg, self.text.trainable)
+        self.schedule = build_schedule(self.cfg)
+        sample = recipe.get("sample", {})
+        self.sample_prompts = list(sample.get("prompts", DEFAULT_SAMPLE_PROMPTS))
+        self.sample_seed = int(sample.get("seed", 0))
+        self.name = str(recipe.get("name", "model"))
+        self.data_summary = {"source": source, "size": size, "seed": self.stream.seed,
+                             "languages": list(self.stream.languages)}
+
+    def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
+        for b in itertools.count(start):
+            first = (b * world_size + rank) * batch_size
+            items = [self.stream[i] for i in range(first, first + batch_size)]
+            yield {"images": torch.stack([to_tensor(s.image) for s in items]),
+                   "captions": [s.caption for s in items]}
+
+    def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        captions = list(batch["captions"])
+        drop = torch.rand(len(captions), generator=generator) < self.cfg.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        cond: Encoded | list[str] = captions
+        if self.text.frozen is not None:
+            cond = self.text.frozen(captions)
+        return diffusion_loss(lambda x, t: model(x, t, cond), self.schedule, self.cfg,
+                              batch["images"], generator)
+
+    def pipeline(self, model: DiffusionModel, extra: dict[str, Any] | None = None
+                 ) -> DiffusionPipeline:
+        return DiffusionPipeline(model, self.text, self.cfg, name=self.name, extra=extra)
+
+    def sample_grid(self, model: torch.nn.Module) -> Image.Image:
+        was_training = model.training
+        pipe = self.pipeline(model)  # type: ignore[arg-type]
+        seeds = [self.sample_seed + i for i in range(len(self.sample_prompts))]
+        out = pipe.generate(self.sample_prompts, seeds=seeds, progress=False)
+        model.train(was_training)
+        return make_grid([g.image for g in out], cols=4, scale=2)
+
+    def export(self, model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
+        extra = {"name": self.name, "training": summary, "data": self.data_summary}
+        self.pipeline(model, extra).save(path)  # type: ignore[arg-type]

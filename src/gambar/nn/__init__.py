@@ -1,0 +1,1 @@
+"""The only shared layers: every generator builds from these, none copies them."""

@@ -1,0 +1,34 @@
+"""Per-image randomness: a seed gives the same image whatever the batch it is drawn in."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import torch
+
+MAX_SEED = 2**63 - 1
+
+
+def random_seed() -> int:
+    """A fresh seed for a user who gave none (recorded in the image's provenance)."""
+    return secrets.randbelow(2**32)
+
+
+def check_seed(seed: int) -> int:
+    """Validate a user-supplied seed."""
+    from gambar.errors import InvalidInputError
+
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidInputError(f"seed must be between 0 and {MAX_SEED}, not {seed}")
+    return seed
+
+
+def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per image (CPU so that a seed means the same noise on any device)."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def initial_noise(shape: Sequence[int], generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """(B, *shape) standard normal noise, image k drawn from generators[k] alone."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])

@@ -1,0 +1,109 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gambar.cli import main
+from gambar.provenance import read_provenance
+from helpers_models import make_tiny_pipeline
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def gen(model, *args):
+    return main(["generate", "--model", str(model), "--steps", "3", "-q", *args])
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_n_images_with_output_and_grid(tiny_model_dir, in_tmp):
+    assert gen(tiny_model_dir, "a red circle", "-n", "3", "--seed", "7", "-o", "a.png",
+               "--grid") == 0
+    seeds = [read_provenance(in_tmp / f"a-{k}.png")["seed"] for k in range(3)]
+    assert seeds == [7, 8, 9]
+    grid = read_provenance(in_tmp / "a-grid.png")
+    assert [p["seed"] for p in grid["grid_of"]] == [7, 8, 9]
+
+
+def test_default_output_name_and_random_seed(tiny_model_dir, in_tmp):
+    assert gen(tiny_model_dir, "Tiga bintang biru!") == 0
+    (path,) = (in_tmp / "outputs").iterdir()
+    prov = read_provenance(path)
+    assert path.name == f"tiga-bintang-biru-{prov['seed']}.png"
+    assert prov["prompt"] == "Tiga bintang biru!"
+
+
+def test_existing_file_is_never_overwritten_silently(tiny_model_dir, in_tmp, capsys):
+    (in_tmp / "a.png").write_bytes(b"precious")
+    assert gen(tiny_model_dir, "a red circle", "-o", "a.png") == 2
+    assert "already exists" in one_line_error(capsys)
+    assert (in_tmp / "a.png").read_bytes() == b"precious"
+    assert gen(tiny_model_dir, "a red circle", "-o", "a.png", "--overwrite") == 0
+    assert read_provenance(in_tmp / "a.png")["prompt"] == "a red circle"
+
+
+def test_info_and_replay_reproduce_pixels(tiny_model_dir, in_tmp, capsys):
+    assert gen(tiny_model_dir, "dua bintang biru", "-n", "2", "--seed", "3", "-o", "x.png",
+               "--sampler", "ddpm", "--guidance", "2.5", "--negative", "red") == 0
+    assert main(["info", "x-1.png"]) == 0
+    out = capsys.readouterr().out
+    assert "dua bintang biru" in out and "ddpm" in out and "2.5" in out
+    assert main(["generate", "--model", str(tiny_model_dir), "--replay", "x-1.png",
+                 "-o", "y.png", "-q"]) == 0
+    a = np.asarray(Image.open(in_tmp / "x-1.png"))
+    b = np.asarray(Image.open(in_tmp / "y.png"))
+    assert np.array_equal(a, b)
+
+
+def test_replay_with_another_model_is_refused(tiny_model_dir, in_tmp, capsys):
+    assert gen(tiny_model_dir, "a red circle", "-o", "x.png", "--seed", "1") == 0
+    other = make_tiny_pipeline()
+    with np.errstate(all="ignore"):
+        for p in other.model.parameters():
+            p.data.mul_(1.01)
+    other.save(in_tmp / "other")
+    assert main(["generate", "--model", str(in_tmp / "other"), "--replay", "x.png",
+                 "-o", "y.png", "-q"]) == 2
+    assert "was made by model" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", ""], "prompt is empty"),
+        (["generate"], "give a prompt"),
+        (["generate", "a red circle", "--size", "33"], "size must be"),
+        (["generate", "a red circle", "-n", "0"], "-n must be"),
+        (["generate", "a red circle", "-o", "x.jpg"], "must be a .png"),
+        (["generate", "a red circle", "--model", "no/such/model"], "no model named"),
+        (["info", "missing.png"], "no such image"),
+        (["generate", "--replay", "missing.png"], "no such image"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(tiny_model_dir, in_tmp, capsys, args, message):
+    if args[0] == "generate" and "--model" not in args:
+        args = [*args, "--model", str(tiny_model_dir), "-q"]
+    assert main(args) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_corrupt_image_for_info(in_tmp, capsys):
+    (in_tmp / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert main(["info", "bad.png"]) == 2
+    assert "not a readable image" in one_line_error(capsys)
+
+
+def test_help_runs_as_a_command():
+    out = subprocess.run([sys.executable, "-m", "gambar.cli", "generate", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--guidance" in out and "--replay" in out and "provenance" in out

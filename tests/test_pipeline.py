@@ -1,0 +1,104 @@
+import json
+
+import numpy as np
+import pytest
+
+import gambar
+from gambar.errors import CorruptFileError, InvalidInputError, ModelNotFoundError
+from gambar.provenance import read_provenance, save_png
+from helpers_models import make_tiny_pipeline
+
+
+def pixels(gen):
+    return np.asarray(gen.image, dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return gambar.load(tiny_model_dir)
+
+
+def test_seed_gives_same_image_whatever_the_batch(pipe):
+    prompts = ["a red circle", "dua bintang biru", "a red circle"]
+    batch = pipe.generate(prompts, seeds=[11, 12, 13], steps=6, progress=False)
+    for k, (p, s) in enumerate(zip(prompts, [11, 12, 13], strict=True)):
+        alone = pipe.generate([p], seeds=[s], steps=6, progress=False)[0]
+        assert np.abs(pixels(alone) - pixels(batch[k])).max() <= 1  # 1/255 per pixel
+    assert np.abs(pixels(batch[0]) - pixels(batch[2])).max() > 10, "seeds 11 and 13 look alike"
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp", "ddim", "ddpm", "euler"])
+def test_every_sampler_draws_and_is_deterministic(pipe, sampler):
+    a = pipe.generate(["a red circle"], seeds=[5], steps=4, sampler=sampler, progress=False)[0]
+    b = pipe.generate(["a red circle"], seeds=[5], steps=4, sampler=sampler, progress=False)[0]
+    assert a.image.size == (32, 32)
+    assert np.array_equal(pixels(a), pixels(b))
+    assert a.provenance["sampler"] == sampler and a.provenance["steps"] == 4
+
+
+def test_negative_prompt_and_guidance_change_the_image(pipe):
+    base = pipe.generate(["a red circle"], seeds=[3], steps=4, guidance=3.0, progress=False)[0]
+    neg = pipe.generate(["a red circle"], seeds=[3], steps=4, guidance=3.0,
+                        negative_prompt="three blue stars", progress=False)[0]
+    off = pipe.generate(["a red circle"], seeds=[3], steps=4, guidance=1.0, progress=False)[0]
+    assert np.abs(pixels(base) - pixels(neg)).max() > 0
+    assert np.abs(pixels(base) - pixels(off)).max() > 0
+    assert neg.provenance["negative_prompt"] == "three blue stars"
+
+
+def test_provenance_round_trips_through_png(pipe, tmp_path):
+    gen = pipe.generate(["sebuah lingkaran merah"], seeds=[42], steps=3, progress=False)[0]
+    path = save_png(tmp_path / "x.png", gen.image, gen.provenance)
+    prov = read_provenance(path)
+    assert prov == json.loads(json.dumps(gen.provenance))
+    for key in ("prompt", "seed", "model_sha256", "sampler", "steps", "guidance",
+                "negative_prompt", "text_encoder", "size", "torch_version", "gambar_version"):
+        assert key in prov
+    assert prov["model_sha256"] == pipe.sha256 and len(pipe.sha256) == 64
+    with pytest.raises(InvalidInputError, match="already exists"):
+        save_png(path, gen.image, gen.provenance)
+
+
+def test_save_load_gives_identical_images(tmp_path):
+    pipe = make_tiny_pipeline()
+    before = pipe.generate(["a red circle"], seeds=[9], steps=3, progress=False)[0]
+    pipe.save(tmp_path / "m")
+    again = gambar.load(tmp_path / "m")
+    after = again.generate(["a red circle"], seeds=[9], steps=3, progress=False)[0]
+    assert np.array_equal(pixels(before), pixels(after))
+    assert again.sha256 == pipe.sha256
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompts": [""]}, "prompt is empty"),
+        ({"prompts": ["x" * 501]}, "limit is 500"),
+        ({"size": 30}, "size must be a multiple"),
+        ({"size": 1024}, "size must be a multiple"),
+        ({"steps": 0}, "steps must be between"),
+        ({"guidance": -1.0}, "guidance must be between"),
+        ({"sampler": "plms"}, "unknown sampler"),
+        ({"seeds": [-1]}, "seed must be between"),
+    ],
+)
+def test_bad_options_give_clear_errors(pipe, kwargs, message):
+    args = {"prompts": ["a red circle"], "seeds": [1], "progress": False, **kwargs}
+    with pytest.raises(InvalidInputError, match=message):
+        pipe.generate(args.pop("prompts"), **args)
+
+
+def test_missing_and_corrupt_models_are_reported(tiny_model_dir, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no model named"):
+        gambar.load(tmp_path / "nothing")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_model_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CorruptFileError, match="model.safetensors"):
+        gambar.load(broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="config.json"):
+        gambar.load(broken)

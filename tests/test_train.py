@@ -1,0 +1,243 @@
+"""The shared training loop: learning, exact resume, interruption, refusals, EMA, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gambar.errors import GambarError, InvalidInputError
+from gambar.train.ema import ema_update, make_ema
+from gambar.train.loop import recipe_changes, train
+from gambar.train.recipe import TrainConfig, lr_at, train_config
+from helpers_train import InterruptingToyTask, ToyTask, toy_recipe
+
+HELPER = Path(__file__).with_name("helpers_train.py")
+TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors")
+
+
+def _log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype, name
+        assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Two run directories hold bit-identical final checkpoints, exports and loss curves."""
+    for name in TENSOR_FILES:
+        _assert_same_tensors(load_file(a / "checkpoint" / name), load_file(b / "checkpoint" / name))
+    ca, cb = a / "checkpoint", b / "checkpoint"
+    assert json.loads((ca / "optimizer.json").read_text()) == json.loads(
+        (cb / "optimizer.json").read_text()
+    )
+    state_a, state_b = (json.loads((c / "state.json").read_text()) for c in (ca, cb))
+    assert (state_a["step"], state_a["data_position"]) == (
+        state_b["step"],
+        state_b["data_position"],
+    )
+    _assert_same_tensors(
+        load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    )
+    assert [(r["step"], r["loss"], r["lr"]) for r in _log(a)] == [
+        (r["step"], r["loss"], r["lr"]) for r in _log(b)
+    ]
+
+
+def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
+    recipe = toy_recipe(
+        tmp_path / "run", steps=60, checkpoint_every=20, sample_every=20, log_every=10
+    )
+    run_dir = tmp_path / "run"
+    assert train(ToyTask, recipe, progress=False) == run_dir / "model"
+    log = _log(run_dir)
+    assert [r["step"] for r in log] == [10, 20, 30, 40, 50, 60]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
+        "step_000020.png",
+        "step_000040.png",
+        "step_000060.png",
+    ]
+    config = json.loads((run_dir / "model" / "config.json").read_text())
+    assert config["steps"] == 60 and config["recipe"] == recipe
+    assert math.isfinite(config["final_loss"])
+    assert not any(p.name.startswith(".") for p in run_dir.iterdir())  # no temp debris
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    # log_every=1: a log window straddling the interruption would average fewer steps.
+    train(ToyTask, toy_recipe(tmp_path / "full", steps=6, log_every=1), progress=False)
+    split = tmp_path / "split"
+    train(ToyTask, toy_recipe(split, steps=3, log_every=1), progress=False)
+    assert json.loads((split / "checkpoint" / "state.json").read_text())["step"] == 3
+    train(ToyTask, toy_recipe(split, steps=6, log_every=1), resume=True, progress=False)
+    _assert_same_run(tmp_path / "full", split)
+
+
+def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path: Path) -> None:
+    train(ToyTask, toy_recipe(tmp_path / "full", steps=6, log_every=1), progress=False)
+    run = tmp_path / "interrupted"
+    recipe = toy_recipe(run, steps=6, checkpoint_every=100, log_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(lambda r: InterruptingToyTask(r, at_call=3), recipe, progress=False)
+    # The signal arrived during step 4 (index 3); that step completes, then the loop saves.
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 4
+    assert not (run / "model").exists()
+    train(ToyTask, recipe, resume=True, progress=False)
+    _assert_same_run(tmp_path / "full", run)
+
+
+def test_sample_grids_do_not_perturb_training(tmp_path: Path) -> None:
+    with_samples = train(ToyTask, toy_recipe(tmp_path / "a", sample_every=1), progress=False).parent
+    without = train(ToyTask, toy_recipe(tmp_path / "b", sample_every=0), progress=False).parent
+    assert len(list((with_samples / "samples").iterdir())) == 6
+    assert not (without / "samples").exists()
+    for name in TENSOR_FILES:
+        _assert_same_tensors(
+            load_file(with_samples / "checkpoint" / name), load_file(without / "checkpoint" / name)
+        )
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="no checkpoint"):
+        train(ToyTask, toy_recipe(tmp_path / "run"), resume=True, progress=False)
+
+
+def test_fresh_run_never_overwrites_an_existing_one(tmp_path: Path) -> None:
+    recipe = toy_recipe(tmp_path / "run", steps=3)
+    train(ToyTask, recipe, progress=False)
+    before = (tmp_path / "run" / "checkpoint" / "model.safetensors").read_bytes()
+    with pytest.raises(GambarError, match="--resume"):
+        train(ToyTask, recipe, progress=False)
+    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").read_bytes() == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(GambarError, match="not empty"):
+        train(ToyTask, toy_recipe(tmp_path / "other"), progress=False)
+
+
+def test_resume_past_the_end_is_an_error(tmp_path: Path) -> None:
+    train(ToyTask, toy_recipe(tmp_path / "run", steps=6), progress=False)
+    with pytest.raises(InvalidInputError, match="past train.steps=3"):
+        train(ToyTask, toy_recipe(tmp_path / "run", steps=3), resume=True, progress=False)
+
+
+def test_bf16_mixed_precision_runs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(ToyTask, toy_recipe(run_dir, steps=4, mixed_precision="bf16"), progress=False)
+    assert all(math.isfinite(r["loss"]) for r in _log(run_dir))
+    weights = load_file(run_dir / "checkpoint" / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in weights.values())  # autocast, fp32 master weights
+
+
+def test_recipe_changes_lists_edits_but_not_steps() -> None:
+    old = toy_recipe("a", steps=3)
+    new = toy_recipe("b", steps=6, lr=3e-4)
+    assert recipe_changes(old, new) == ["train.lr: 0.01 -> 0.0003"]
+
+
+def test_ema_update_averages_params_and_copies_buffers() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = make_ema(model)
+    assert not any(p.requires_grad for p in ema.parameters()) and not ema.training
+    before = ema[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].running_mean.fill_(5.0)
+    ema_update(ema, model, 0.75)
+    torch.testing.assert_close(ema[0].weight, 0.75 * before + 0.25 * model[0].weight)
+    assert torch.equal(ema[1].running_mean, model[1].running_mean)
+    ema_update(ema, model, 0.0)
+    assert torch.equal(ema[0].weight, model[0].weight)
+
+
+def test_lr_warmup_is_linear_then_constant() -> None:
+    cfg = TrainConfig(lr=1.0, warmup_steps=4)
+    assert [lr_at(cfg, s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_train_config_checks_keys_and_values() -> None:
+    assert train_config({"train": {"lr": 1}}).lr == 1.0
+    with pytest.raises(InvalidInputError, match="unknown key 'train.lrr'"):
+        train_config({"train": {"lrr": 1e-3}})
+    with pytest.raises(InvalidInputError, match="mixed_precision"):
+        train_config({"train": {"mixed_precision": "fp16"}})
+    with pytest.raises(InvalidInputError, match="train.steps must be positive"):
+        train_config({"train": {"steps": 0}})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(run_dir: Path, out_dir: Path, steps: int, resume: bool) -> None:
+    """Two gloo ranks through `accelerate launch`. On a CPU-only machine `--cpu --num_processes 2`
+    silently starts one process (accelerate wants mpirun for multi-CPU), so ask for the
+    torchrun-based launcher with --multi_gpu; the loop then picks gloo since CUDA is absent."""
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": str(HELPER.parent),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        str(HELPER),
+        str(run_dir),
+        str(out_dir),
+        str(steps),
+        "resume" if resume else "fresh",
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_stay_in_sync_and_resume_exactly(tmp_path: Path) -> None:
+    _launch(tmp_path / "full", tmp_path / "out_full", steps=4, resume=False)
+    r0 = load_file(tmp_path / "out_full" / "rank0.safetensors")
+    r1 = load_file(tmp_path / "out_full" / "rank1.safetensors")
+    _assert_same_tensors(r0, r1)
+    seen = [
+        json.loads((tmp_path / "out_full" / f"rank{r}.json").read_text())["seen"] for r in (0, 1)
+    ]
+    assert seen == [[0, 2, 4, 6], [1, 3, 5, 7]]  # disjoint shares of one stream
+    state = json.loads((tmp_path / "full" / "checkpoint" / "state.json").read_text())
+    assert state["world_size"] == 2
+    assert load_file(tmp_path / "full" / "checkpoint" / "rng.safetensors")["torch"].shape[0] == 2
+
+    _launch(tmp_path / "split", tmp_path / "out_a", steps=2, resume=False)
+    _launch(tmp_path / "split", tmp_path / "out_b", steps=4, resume=True)
+    _assert_same_run(tmp_path / "full", tmp_path / "split")
+    seen_b = json.loads((tmp_path / "out_b" / "rank1.json").read_text())["seen"]
+    assert seen_b == [5, 7]  # the resumed rank 1 skips nothing and repeats nothing
