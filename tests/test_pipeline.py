@@ -80,6 +80,7 @@ def test_save_load_gives_identical_images(tmp_path):
         ({"guidance": -1.0}, "guidance must be between"),
         ({"sampler": "plms"}, "unknown sampler"),
         ({"seeds": [-1]}, "seed must be between"),
+        ({"batch_size": 0}, "batch size must be"),
     ],
 )
 def test_bad_options_give_clear_errors(pipe, kwargs, message):

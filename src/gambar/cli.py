@@ -64,6 +64,107 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="serve a REST API and a web page",
+        description="Serve models over HTTP: gambar's API (docs at /docs), a web page at /, and "
+        "OpenAI- and AUTOMATIC1111-compatible endpoints. Jobs queue fairly between clients.",
+    )
+    p.add_argument("--model", action="append", metavar="NAME|PATH",
+                   help="a model to serve (repeatable; the first is the default; default: default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--token", action="append", metavar="TOKEN",
+                   help="require 'Authorization: Bearer TOKEN' (repeatable, one per user; "
+                   "default: $GAMBAR_TOKEN, comma-separated, or none)")
+    p.add_argument("--results", metavar="DIR",
+                   help="where images are kept (default: ~/.cache/gambar/results)")
+    p.add_argument("--keep-hours", type=float, default=24.0,
+                   help="delete results older than this (default: 24)")
+    p.add_argument("--max-results-mb", type=float, default=1024.0,
+                   help="delete the oldest results beyond this size (default: 1024)")
+    p.add_argument("--queue-size", type=int, default=100,
+                   help="jobs that may wait, all clients together (default: 100)")
+    p.add_argument("--per-client", type=int, default=20,
+                   help="jobs that may wait from one client (default: 20)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="threads that generate (default: 1; one already uses every core)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+
+
+def _data_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data", help="build the emoji/glyph datasets; report on any dataset",
+        description="Build paired (image, caption) datasets offline, or report on one in any "
+        "supported format (imagefolder, COCO, CUB/Flowers, webdataset, emoji, glyphs).",
+    )
+    actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    b = actions.add_parser(
+        "build", help="render the emoji or glyph dataset into a folder",
+        description="Render a dataset into OUT/ (Hugging Face imagefolder: split folders with "
+        "PNGs and metadata.jsonl, plus a README.md card). Same inputs, same bytes.",
+    )
+    b.add_argument("source", choices=["emoji", "glyphs"], help="which dataset")
+    b.add_argument("out", metavar="OUT", help="output folder, e.g. data/emoji")
+    b.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    b.add_argument("--background", choices=["white", "transparent"], default="white",
+                   help="background of the images (default white)")
+    b.add_argument("--limit", type=int, metavar="N", help="only the first N images (a quick look)")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it is a dataset that gambar built")
+    i = actions.add_parser(
+        "info", help="counts, caption lengths and a sample grid of a dataset",
+        description="Print images and captions per split, a caption-length histogram and any "
+        "missing or unreadable images; write a grid of sample images.",
+    )
+    i.add_argument("path", metavar="PATH",
+                   help="a dataset folder or file, coco:PATH, cub:PATH, webdataset:PATTERN, "
+                   "emoji or glyphs")
+    i.add_argument("--split", help="only this split (train, val, test)")
+    i.add_argument("--grid", metavar="FILE.png",
+                   help="where to write the sample grid (default: <name>-samples.png)")
+    i.add_argument("--size", type=int, default=64, help="image side in the grid (default 64)")
+    i.add_argument("--no-verify", action="store_true",
+                   help="do not decode every image (faster; unreadable ones go unreported)")
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a model on an evaluation suite, or compare two reports",
+        description="Score a saved model on a versioned suite (the shapes judge; with a "
+        "contrastive model also FID/KID, CLIP score, R-precision, diversity). Writes report.json "
+        "and report.html and prints a table. A contrastive model directory gets its own "
+        "zero-shot retrieval report. Same model, suite and seed give the same numbers.",
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a built-in model name or a saved model directory")
+    p.add_argument("--suite", default="shapes-core",
+                   help="suite name or JSON file (default: shapes-core)")
+    p.add_argument("--n", type=int, default=4, help="images per prompt (default 4)")
+    p.add_argument("--seed", type=int,
+                   help="added to every suite seed (default 0: the suite's own seeds)")
+    p.add_argument("--clip", metavar="NAME|PATH",
+                   help="contrastive model for FID/KID, CLIP score, R-precision, diversity "
+                   "(default: the built-in one if shipped, else those figures are skipped)")
+    p.add_argument("--out", metavar="DIR",
+                   help="report folder (default: evaluations/<model>-<suite>-n<N>-s<seed>)")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                   help="print two report.json files side by side instead of evaluating")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    p.add_argument("--sampler", choices=["dpmpp", "ddim", "ddpm", "euler"],
+                   help="sampler (default: the model's)")
+    p.add_argument("--size", type=int, help="image side in pixels (default: the model's)")
+    p.add_argument("--per-category", type=int, metavar="K",
+                   help="only the first K scenes of each category (a quick look)")
+    p.add_argument("--retrieval-n", type=int, default=200, metavar="N",
+                   help="scenes per split for a contrastive model's report (default 200)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per network batch")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gambar", description="Text-to-image models that run offline on a CPU.",
@@ -73,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _generate_parser(sub)
     _train_parser(sub)
+    _data_parser(sub)
+    _serve_parser(sub)
+    _evaluate_parser(sub)
     info = sub.add_parser("info", help="print the provenance stored in a generated PNG")
     info.add_argument("image", help="a PNG written by gambar")
     return parser
@@ -95,6 +199,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gambar.commands.train import run_train
 
             run_train(args)
+        elif args.command == "serve":
+            from gambar.commands.serve import run_serve
+
+            run_serve(args)
+        elif args.command == "data":
+            from gambar.commands.data import run_data
+
+            run_data(args)
+        elif args.command == "evaluate":
+            from gambar.commands.evaluate import run_evaluate
+
+            run_evaluate(args)
         elif args.command == "info":
             from gambar.provenance import format_provenance, read_provenance
 

@@ -15,6 +15,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "gambar.generators.diffusion.pipeline:DiffusionPipeline",
         "gambar.generators.diffusion.training:DiffusionTask",
     ),
+    # Not a generator: gambar.load() of a contrastive model returns a ContrastiveModel (no
+    # generate()); it is trained through the same loop and used by the evaluator.
+    "contrastive": (
+        "gambar.contrastive.model:ContrastiveModel",
+        "gambar.contrastive.task:ContrastiveTask",
+    ),
 }
 
 

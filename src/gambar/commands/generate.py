@@ -73,8 +73,6 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
         expected = None
     if not prompt.strip():
         raise InvalidInputError('the prompt is empty; give a description, e.g. "a red circle"')
-    if args.batch_size < 1:
-        raise InvalidInputError(f"--batch-size must be at least 1, not {args.batch_size}")
     paths = output_paths(prompt, seeds, args.output)
     grid_path = paths[0].with_name(paths[0].stem.rsplit("-", 1)[0] + "-grid.png")
     _check_free(paths + ([grid_path] if args.grid and len(paths) > 1 else []), args.overwrite)

@@ -158,6 +158,8 @@ class DiffusionPipeline:
         self._check(prompts, seeds, steps, guidance, sampler, size)
         if len(negative_prompt) > MAX_PROMPT_CHARS:
             raise InvalidInputError(f"the negative prompt is over {MAX_PROMPT_CHARS} characters")
+        if batch_size < 1:
+            raise InvalidInputError(f"batch size must be at least 1, not {batch_size}")
         sample = get_sampler(sampler)
         options = {"eta": eta} if sampler == "ddim" else {}
         total = steps * -(-len(prompts) // batch_size)

@@ -1,0 +1,64 @@
+"""`gambar data build emoji|glyphs OUT/` and `gambar data info PATH`."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import warnings
+from pathlib import Path
+
+from gambar.errors import InvalidInputError
+
+
+def run_data(args: argparse.Namespace) -> Path | None:
+    """Build a dataset or report on one; returns the folder built or the grid written."""
+    # Skipped-item summaries are for a person here: one "warning:" line, not a Python warning.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return run_build(args) if args.data_command == "build" else run_info(args)
+        finally:
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+
+
+def run_build(args: argparse.Namespace) -> Path:
+    """Render the emoji or glyph dataset into args.out."""
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInputError(f"--limit must be at least 1, not {args.limit}")
+    options = {"size": args.size, "background": args.background, "limit": args.limit,
+               "overwrite": args.overwrite}
+    if args.source == "emoji":
+        from gambar.data.emoji import build_emoji
+
+        report = build_emoji(Path(args.out), **options)
+    else:
+        from gambar.data.glyphs import build_glyphs
+
+        report = build_glyphs(Path(args.out), **options)
+    for line in report.lines():
+        print(line)
+    return report.out
+
+
+def run_info(args: argparse.Namespace) -> Path:
+    """Print counts and a caption-length histogram; write a sample grid PNG."""
+    from gambar.data.info import dataset_info, format_info, sample_grid
+    from gambar.data.loading import load_dataset
+    from gambar.fsutil import atomic_write_bytes
+
+    info = dataset_info(args.path, [args.split] if args.split else None,
+                        verify=not args.no_verify)
+    print(format_info(info))
+    first = next(iter(info.splits))
+    name = Path(str(args.path).rstrip("/")).name or "dataset"
+    grid_path = Path(args.grid) if args.grid else Path(f"{name}-samples.png")
+    if grid_path.suffix.lower() != ".png":
+        raise InvalidInputError(f"--grid must be a .png file, not {grid_path}")
+    dataset = load_dataset(args.path, size=args.size, split=first, verify=False)
+    buf = io.BytesIO()
+    sample_grid(dataset).save(buf, format="PNG")
+    atomic_write_bytes(grid_path, buf.getvalue())
+    print(f"sample grid ({first}): {grid_path}")
+    return grid_path

@@ -1,0 +1,146 @@
+"""The contrastive family's TrainingTask: shapes stream, symmetric InfoNCE, similarity grids.
+
+Recipe sections: `[data]` (source, size, seed, languages, limit), `[text]` (kind + small-encoder
+sizes), `[model]` (preset + ContrastiveConfig keys), `[train]` (the shared loop's).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gambar.config import dataclass_from_dict
+from gambar.contrastive.model import (
+    PRESETS,
+    ContrastiveConfig,
+    ContrastiveModel,
+    ContrastiveNet,
+    contrastive_loss,
+)
+from gambar.data.shapes import SPLIT_SEEDS, ShapesStream, to_tensor
+from gambar.data.shapes_vocab import MIRRORED_RELATION, ObjectSpec, SceneSpec
+from gambar.errors import InvalidInputError
+from gambar.imaging import make_grid
+from gambar.text.setup import TextSetup
+
+TOKENIZER_CAPTIONS = 4000  # stream items whose captions teach a small encoder its vocabulary
+GRID_ITEMS = 8  # validation pairs in the similarity grid a person looks at during training
+
+
+def scene_key(scene: SceneSpec) -> str:
+    """A canonical name for what a scene shows: equal keys = the same labels, whatever the wording.
+
+    Objects without a relation are sorted ("a blue square and a red circle" = "a red circle and a
+    blue square"); "B right of A" is rewritten as "A left of B".
+    """
+    def name(o: ObjectSpec) -> str:
+        return " ".join(w for w in (o.size, o.color, o.shape) if w)
+
+    objects, rel = scene.objects, scene.relation
+    if rel is None:
+        return " + ".join(sorted(name(o) for o in objects))
+    a, relation, b = rel.subject, rel.relation, rel.other
+    if relation in ("right of", "below"):
+        a, relation, b = b, MIRRORED_RELATION[relation], a
+    rest = sorted(name(o) for i, o in enumerate(objects) if i not in (a, b))
+    return " + ".join([f"{name(objects[a])} {relation} {name(objects[b])}", *rest])
+
+
+def _model_config(section: dict[str, Any], image_size: int) -> ContrastiveConfig:
+    section = dict(section)
+    preset = section.pop("preset", "clip-s")
+    if preset not in PRESETS:
+        known = ", ".join(PRESETS)
+        raise InvalidInputError(f"unknown contrastive preset {preset!r}; known: {known}")
+    base = asdict(PRESETS[preset])
+    base.update(section)
+    base["image_size"] = image_size
+    return dataclass_from_dict(ContrastiveConfig, base, section="model")
+
+
+class ContrastiveTask:
+    """Builds everything one contrastive training run needs from its recipe dict."""
+
+    SCHEMA: dict[str, type] = {"model": ContrastiveConfig}  # sections --set may add keys to
+
+    def __init__(self, recipe: dict[str, Any]) -> None:
+        data = dict(recipe.get("data", {}))
+        source = data.pop("source", "shapes")
+        if source != "shapes":
+            raise InvalidInputError(f"unknown data source {source!r}; available: shapes")
+        size = int(data.pop("size", 64))
+        # limit > 0 cycles over the first `limit` items: a fixed small set to overfit in tests
+        self.limit = int(data.pop("limit", 0))
+        # Held-out (colour, shape) pairs stay out of training (ShapesStream's default), so
+        # retrieval on them measures zero-shot composition.
+        self.stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
+                                   languages=tuple(data.pop("languages", ("en", "id"))))
+        if data:
+            raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
+        if self.limit < 0:
+            raise InvalidInputError(f"data.limit must be >= 0, got {self.limit}")
+        text = dict(recipe.get("text", {"kind": "small"}))
+        kind = text.pop("kind", "small")
+        n_captions = min(TOKENIZER_CAPTIONS, self.limit or TOKENIZER_CAPTIONS)
+        captions = [self.stream[i].caption for i in range(n_captions)] if kind == "small" else []
+        self.text = TextSetup.build(kind, captions, **text)
+        self.cfg = _model_config(recipe.get("model", {}), size)
+        self.model = ContrastiveNet(self.cfg, self.text.dim, self.text.trainable)
+        self.name = str(recipe.get("name", "contrastive"))
+        self.data_summary = {"source": source, "size": size, "seed": self.stream.seed,
+                             "languages": list(self.stream.languages), "limit": self.limit}
+
+    def _item(self, index: int) -> Any:
+        return self.stream[index % self.limit if self.limit else index]
+
+    def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
+        """Endless batches {"images" (B, 3, S, S), "captions", "keys"}; rank r of W disjoint."""
+        for b in itertools.count(start):
+            first = (b * world_size + rank) * batch_size
+            items = [self._item(i) for i in range(first, first + batch_size)]
+            yield {"images": torch.stack([to_tensor(s.image) for s in items]),
+                   "captions": [s.caption for s in items],
+                   "keys": [scene_key(s.scene) for s in items]}
+
+    def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        """Symmetric InfoNCE over the batch (Radford et al. 2021); needs no randomness."""
+        cond = batch["captions"]
+        if self.text.frozen is not None:
+            cond = self.text.frozen(cond)
+        # The logit scale is inside the net so DDP synchronises its gradient like any weight.
+        return contrastive_loss(model(batch["images"], cond), batch["keys"])
+
+    def wrap(self, model: ContrastiveNet, extra: dict[str, Any] | None = None
+             ) -> ContrastiveModel:
+        """The trained net (EMA copy or not) as a ContrastiveModel."""
+        return ContrastiveModel(model, self.text, name=self.name, extra=extra)
+
+    def sample_grid(self, model: torch.nn.Module) -> Image.Image:
+        """Validation images above their caption-similarity matrix (a bright diagonal is good)."""
+        was_training = model.training
+        items = ShapesStream(SPLIT_SEEDS["val"], self.stream.size,
+                             self.stream.languages).take(0, GRID_ITEMS)
+        wrapped = self.wrap(model)  # type: ignore[arg-type]
+        sims = wrapped.similarity([s.image for s in items], [s.caption for s in items]).numpy()
+        model.train(was_training)
+        s = self.stream.size
+        cell = np.clip((sims + 1) * 127.5, 0, 255).astype(np.uint8)  # cosine -1..1 -> grey
+        heat = Image.fromarray(cell, "L").resize((GRID_ITEMS * s, GRID_ITEMS * s),
+                                                 Image.Resampling.NEAREST).convert("RGB")
+        images = make_grid([s.image for s in items], cols=GRID_ITEMS, pad=0)
+        out = Image.new("RGB", (heat.width, images.height + heat.height), (255, 255, 255))
+        out.paste(images, (0, 0))
+        out.paste(heat, (0, images.height))
+        return out
+
+    def export(self, model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
+        """Save the (EMA) net as a contrastive model directory with the training summary."""
+        extra = {"name": self.name, "training": summary, "data": self.data_summary}
+        self.wrap(model, extra).save(path)  # type: ignore[arg-type]

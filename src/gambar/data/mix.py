@@ -1,0 +1,219 @@
+"""Training mixes of several sources, and the held-out filter of ../shared/shapes-spec.md by name.
+
+The six held-out (colour, shape) pairs must never appear in training, from any source: the emoji set
+has 💙 "blue heart", ⚫ "black circle", 🟧 "orange square", the glyph set "black circle" (●).
+`named_pairs` reads the (colour, shape) pairs a caption names (English or Indonesian, through sizes
+and synonyms: "large orange diamond" -> (orange, diamond), "lingkaran hitam" -> (black, circle)),
+and `TrainingMix` drops every item whose captions or names hold a held-out one before training
+sees it. Shapes sources are checked by construction (they must not allow held-out pairs).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from gambar.data.formats import Record
+from gambar.data.formats.webdataset import WebDataset
+from gambar.data.loading import CaptionedImages, to_tensor
+from gambar.data.shapes import ShapesStream
+from gambar.data.shapes_vocab import COLORS_ID, HELD_OUT, SHAPES_ID
+from gambar.errors import InvalidInputError
+
+# Words for each colour and shape, English and Indonesian, beyond the shapes grammar's own: the
+# names of emoji, glyphs and real captions use synonyms ("disc", "wajik", "jingga", "kotak").
+COLOR_WORDS: dict[str, tuple[str, ...]] = {
+    "red": ("red", "merah"),
+    "orange": ("orange", "oranye", "jingga"),
+    "yellow": ("yellow", "kuning"),
+    "green": ("green", "hijau"),
+    "blue": ("blue", "biru"),
+    "purple": ("purple", "violet", "ungu"),
+    "pink": ("pink", "merah muda", "merah jambu"),
+    "black": ("black", "hitam"),
+}
+SHAPE_WORDS: dict[str, tuple[str, ...]] = {
+    "circle": ("circle", "circles", "disc", "discs", "disk", "disks", "bulatan", "bundaran"),
+    "square": ("square", "squares", "kotak", "bujur sangkar"),
+    "triangle": ("triangle", "triangles", "triangular"),
+    "star": ("star", "stars"),
+    "heart": ("heart", "hearts"),
+    "diamond": ("diamond", "diamonds", "rhombus", "lozenge", "wajik"),
+}
+# Words that end a noun phrase: a colour and a shape on either side of one name two objects.
+BOUNDARIES: frozenset[str] = frozenset(
+    "and or with of to than next beside above below under over left right near , ; . : / "
+    "dan atau serta di ke dari sebelah samping atas bawah kiri kanan dekat".split())
+WINDOW = 3  # at most this many words apart ("black medium small square", "lingkaran besar hitam")
+# Fields beside the captions that name an item (emoji and glyph names, class names).
+NAME_FIELDS: tuple[str, ...] = ("text", "name", "name_id", "aliases", "char_name", "class_name")
+
+
+def _lexicon() -> dict[tuple[str, ...], tuple[str, str]]:
+    """Phrase (tuple of words) -> ("color" | "shape", name); the spec's own words included."""
+    lex: dict[tuple[str, ...], tuple[str, str]] = {}
+    for color, words in COLOR_WORDS.items():
+        for w in (*words, COLORS_ID[color]):
+            lex[tuple(w.split())] = ("color", color)
+    for shape, words in SHAPE_WORDS.items():
+        for w in (*words, SHAPES_ID[shape]):
+            lex[tuple(w.split())] = ("shape", shape)
+    return lex
+
+
+_LEX = _lexicon()
+_LONGEST = max(len(k) for k in _LEX)
+
+
+def _tokens(text: str) -> list[tuple[str, str] | None]:
+    """Colour/shape tokens, None for other words, "|" for boundaries (longest phrase first)."""
+    words = re.findall(r"[^\W_]+|[,;.:/]", text.lower().replace("-", " "))
+    out: list[tuple[str, str] | None] = []
+    i = 0
+    while i < len(words):
+        for n in range(min(_LONGEST, len(words) - i), 0, -1):
+            if tuple(words[i : i + n]) in _LEX:
+                out.append(_LEX[tuple(words[i : i + n])])
+                i += n
+                break
+        else:
+            out.append(("|", "") if words[i] in BOUNDARIES else None)
+            i += 1
+    return out
+
+
+def named_pairs(text: str) -> set[tuple[str, str]]:
+    """Every (colour, shape) pair `text` names: "a large orange diamond" -> (orange, diamond)."""
+    tokens, found = _tokens(text), set()
+    for i, tok in enumerate(tokens):
+        if tok is None or tok[0] != "color":
+            continue
+        for step in (1, -1):  # English puts the colour first, Indonesian after the shape
+            for j in range(i + step, i + step * (WINDOW + 1), step):
+                if not 0 <= j < len(tokens) or (tokens[j] is not None and tokens[j][0] == "|"):
+                    break
+                other = tokens[j]
+                if other is not None and other[0] == "shape":
+                    found.add((tok[1], other[1]))
+    return found
+
+
+def held_out_pairs(text: str, pairs: Collection[tuple[str, str]] = HELD_OUT
+                   ) -> set[tuple[str, str]]:
+    """The held-out pairs (the spec's six by default) that `text` names: "hati biru"."""
+    return named_pairs(text) & set(pairs)
+
+
+def names_held_out(texts: str | Iterable[str],
+                   pairs: Collection[tuple[str, str]] = HELD_OUT) -> bool:
+    """Whether any of `texts` names a held-out pair."""
+    return any(held_out_pairs(t, pairs) for t in ([texts] if isinstance(texts, str) else texts))
+
+
+def record_texts(record: Record) -> list[str]:
+    """Everything that names a record: its captions and its name fields."""
+    out = list(record.captions)
+    for key in NAME_FIELDS:
+        value = record.metadata.get(key)
+        out.extend([value] if isinstance(value, str) else
+                   [v for v in value if isinstance(v, str)] if isinstance(value, list | tuple)
+                   else [])
+    return out
+
+
+def without_held_out(dataset: CaptionedImages, pairs: Collection[tuple[str, str]] = HELD_OUT
+                     ) -> tuple[CaptionedImages, list[str]]:
+    """The dataset less every record that names a held-out pair, and what was removed."""
+    removed = [r.where for r in dataset.records if names_held_out(record_texts(r), pairs)]
+    kept = dataset.subset(lambda r: not names_held_out(record_texts(r), pairs))
+    return kept, removed
+
+
+def _pattern(weights: Sequence[int]) -> list[int]:
+    """One cycle of source indices, each source `weight` times, spread evenly (smooth WRR)."""
+    slots = [((k + 0.5) / w, j) for j, w in enumerate(weights) for k in range(w)]
+    return [j for _, j in sorted(slots)]
+
+
+class TrainingMix:
+    """An endless mix of sources for training; item i is a function of (seed, i) alone.
+
+    Sources are `CaptionedImages` (gone through in a fresh permutation each epoch of that source,
+    a new caption choice each epoch) and `ShapesStream`s (read in order), with integer weights: a
+    cycle of sum(weights) items holds each source weight times. Every record naming a held-out
+    pair is dropped up front (see `removed`); a shapes stream must not allow held-out pairs (it
+    knows only the spec's six). So resuming at item i replays what an uninterrupted run saw.
+    """
+
+    def __init__(self, sources: Sequence[tuple[CaptionedImages | ShapesStream, int]],
+                 seed: int = 0, held_out: Collection[tuple[str, str]] = HELD_OUT) -> None:
+        if not sources:
+            raise InvalidInputError("a training mix needs at least one source")
+        self.sources: list[CaptionedImages | ShapesStream] = []
+        self.removed: dict[str, list[str]] = {}
+        sizes = set()
+        for k, (source, weight) in enumerate(sources):
+            if not isinstance(weight, int) or weight < 1:
+                raise InvalidInputError(f"source weights must be integers >= 1, got {weight!r}")
+            if isinstance(source, WebDataset):
+                raise InvalidInputError(
+                    "a streamed webdataset cannot be indexed into a mix; stream it with "
+                    "WebDataset(..., exclude=names_held_out) instead")
+            if isinstance(source, ShapesStream):
+                if source.allow_held_out:
+                    raise InvalidInputError(
+                        "this shapes stream allows held-out pairs; a training mix must not")
+            else:
+                source, gone = without_held_out(source, held_out)
+                if len(source) == 0:
+                    raise InvalidInputError(f"source {k} ({source.name}) has no images left")
+                self.removed[f"{k}:{source.name}"] = gone
+            sizes.add(source.size)
+            self.sources.append(source)
+        if len(sizes) > 1:
+            raise InvalidInputError(f"all sources must have one image size, got {sorted(sizes)}")
+        self.seed, self.weights = seed, [w for _, w in sources]
+        self.pattern = _pattern(self.weights)
+        # rank of each slot among its source's slots in the cycle
+        self._rank = [self.pattern[:s].count(j) for s, j in enumerate(self.pattern)]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(source, how many items of that source came before) of mix item `index`."""
+        if index < 0:
+            raise IndexError(f"mix index must be >= 0, got {index}")
+        cycle, slot = divmod(index, len(self.pattern))
+        j = self.pattern[slot]
+        return j, cycle * self.weights[j] + self._rank[slot]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, dict[str, Any]]:
+        j, n = self.locate(index)
+        source = self.sources[j]
+        if isinstance(source, ShapesStream):
+            sample = source[n]
+            return to_tensor(sample.image), sample.caption, {**sample.labels(), "source": "shapes"}
+        epoch, position = divmod(n, len(source))
+        order = _permutation(self.seed, j, epoch, len(source))
+        return source.item(int(order[position]), epoch)
+
+    def batches(self, start: int = 0, rank: int = 0, world_size: int = 1,
+                batch_size: int = 32) -> Iterator[dict[str, Any]]:
+        """Endless batches {"images": (B, 3, S, S), "captions": [B]} from batch `start`, for
+        rank `rank` of `world_size` (the shape `TrainingTask.batches` yields)."""
+        b = start
+        while True:
+            first = (b * world_size + rank) * batch_size
+            items = [self[i] for i in range(first, first + batch_size)]
+            yield {"images": torch.stack([x for x, _, _ in items]),
+                   "captions": [c for _, c, _ in items]}
+            b += 1
+
+
+@lru_cache(maxsize=16)
+def _permutation(seed: int, source: int, epoch: int, n: int) -> np.ndarray:
+    """The order of a source's items in one of its epochs."""
+    return np.random.default_rng([seed, source, epoch]).permutation(n)

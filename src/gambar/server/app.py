@@ -1,0 +1,113 @@
+"""The FastAPI application: gambar's API, the OpenAI and A1111 dialects, the page, the docs.
+
+Build it with `create_app(JobService(...))`; `gambar serve` runs it under uvicorn. The job
+service's worker threads start and stop with the app (its lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+import gambar
+from gambar.server import compat_a1111, compat_openai, routes
+from gambar.server.auth import CHALLENGE, authorized
+from gambar.server.errors import error_response, install_error_handlers
+from gambar.server.service import JobService
+
+STATIC = Path(__file__).parent / "static"
+# The page loads nothing from elsewhere; saying so stops injected scripts and remote loads.
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+            "script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+
+DESCRIPTION = """
+Text-to-image on a CPU, offline. Submit a job, poll its status (queue position, step k of K),
+fetch its PNGs (provenance in their text chunks). Jobs are served **round-robin between
+clients** (a client is its bearer token, else its `X-Client-Id` header, else its address);
+a full queue answers 429 with `Retry-After`. `X-Client-Id` is only a claim: where fairness
+must hold against clients that lie, give each user a token (`--token` is repeatable).
+
+When the server has a token, every endpoint but `/api/health` needs
+`Authorization: Bearer <token>` (or HTTP Basic with the token as password, which is how a
+browser opens the page).
+
+Also spoken: OpenAI Images (`POST /v1/images/generations`) and AUTOMATIC1111
+(`POST /sdapi/v1/txt2img`). Sizes other than the model's native one are drawn natively and
+resized with Lanczos (gambar has no learned upsampler yet); responses say so.
+"""
+
+
+def _swagger_assets() -> Path | None:
+    """Swagger UI's files from the swagger-ui-bundle-v2 package (the docs work offline)."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    path = Path(str(swagger_ui_path))
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+def create_app(service: JobService) -> FastAPI:
+    """The ASGI app serving `service`'s models."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            # Joining the workers blocks; keep the event loop free while a job winds down.
+            await asyncio.to_thread(service.stop)
+
+    app = FastAPI(title="gambar", version=gambar.__version__, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+    tokens = service.settings.tokens
+
+    @app.middleware("http")
+    async def _auth(request: Request,
+                    call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if not authorized(request, tokens):
+            return error_response(request, 401, "this server needs a token: send "
+                                  "'Authorization: Bearer <token>'",
+                                  headers={"WWW-Authenticate": CHALLENGE})
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    app.include_router(routes.router)
+    app.include_router(routes.open_router)
+    app.include_router(compat_openai.router)
+    app.include_router(compat_a1111.router)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": PAGE_CSP,
+                                     "Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    assets = _swagger_assets()
+    if assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        if assets is None:  # still useful: the schema itself is always there
+            return HTMLResponse('<p>Install swagger-ui-bundle-v2 for this page; the API schema '
+                                'is at <a href="/openapi.json">/openapi.json</a>.</p>')
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="gambar API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
+
+    return app

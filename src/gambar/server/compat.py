@@ -1,0 +1,71 @@
+"""What the OpenAI and A1111 dialects share: refusing options they cannot honour, and running
+a job to the end for APIs whose clients wait for the images in one request.
+
+The rule: an option that leaves the result unchanged (a client's default that means "off") is
+accepted; an option that would change the result and cannot be honoured is answered 4xx
+naming it, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi import Request
+
+from gambar.errors import InvalidInputError
+from gambar.server.auth import client_key
+from gambar.server.errors import ApiError
+from gambar.server.jobs import Job, JobSpec, State
+from gambar.server.service import JobService
+
+
+def is_off(value: Any) -> bool:
+    """Whether an option's value means "not used" (None, False, 0, '', [], {})."""
+    return value is None or value is False or value == 0 or value in ("", [], {})
+
+
+def require(name: str, value: Any, allowed: Iterable[Any], why: str) -> None:
+    """InvalidInputError unless `value` is one of `allowed` (or off)."""
+    if not is_off(value) and value not in tuple(allowed):
+        raise InvalidInputError(f"{name}={value!r} cannot be honoured: {why}")
+
+
+def reject_unknown(extras: Mapping[str, Any] | None, ignored: Iterable[str] = ()) -> None:
+    """Refuse options this server does not know unless they are off (or known to be inert)."""
+    skip = set(ignored)
+    for name, value in (extras or {}).items():
+        if name not in skip and not is_off(value):
+            raise InvalidInputError(
+                f"option {name!r} is not supported by gambar and would change the result; "
+                "leave it out")
+
+
+async def run_to_end(request: Request, spec: JobSpec) -> Job:
+    """Queue a job for the requesting client and wait for it (the worker draws it).
+
+    If the client hangs up meanwhile, the job still finishes and stays fetchable by id
+    through /api/jobs (its X-Client-Id or token finds it in GET /api/jobs).
+    """
+    service: JobService = request.app.state.service
+    job = service.submit(client_key(request), spec)
+    await service.wait(job)
+    if job.state == State.DONE:
+        return job
+    if job.state == State.CANCELLED:
+        raise ApiError(409, f"job {job.id} was cancelled ({job.error})")
+    if job.error_is_user_mistake:
+        raise InvalidInputError(job.error or "the request cannot be drawn")
+    raise ApiError(500, job.error or f"job {job.id} failed")
+
+
+def read_pngs(service: JobService, job: Job) -> list[bytes]:
+    """The PNG bytes of a finished job's images, in order."""
+    out = []
+    for im in job.images:
+        path = service.store.image_path(job.id, im.index)
+        if path is None:  # swept between finishing and reading: only under a tiny size limit
+            raise ApiError(500, f"the images of job {job.id} were removed before they could be "
+                                "sent; raise --max-results-mb")
+        out.append(path.read_bytes())
+    return out

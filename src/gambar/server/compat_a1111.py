@@ -1,0 +1,255 @@
+"""The AUTOMATIC1111 dialect: POST /sdapi/v1/txt2img and the read-only endpoints clients call
+first, so that `webuiapi.WebUIApi(host="127.0.0.1", port=8000)` works unchanged.
+
+Options a client sends with their "off" values (enable_hr false, denoising_strength without
+hires fix, restore_faces false, empty styles and scripts ...) are accepted; the same options
+switched on would change the image in ways gambar cannot, so they are answered 422.
+Omitted options take the model's own defaults (its native size, steps, guidance, sampler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+import gambar
+from gambar.errors import InvalidInputError
+from gambar.server.auth import client_key
+from gambar.server.compat import is_off, read_pngs, reject_unknown, require, run_to_end
+from gambar.server.jobs import MAX_GUIDANCE, MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, Job, State
+from gambar.server.routes import bearer
+from gambar.server.service import JobService
+from gambar.server.sizing import output_size, resize_info, square_side
+
+router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111-compatible"],
+                   dependencies=[Depends(bearer)])
+
+# A1111 sampler name -> (gambar sampler, eta when the request gives none, aliases).
+# "Euler a" with noise eta is the same update as DDIM with that eta: both draw x_{t-1} from
+# the DDPM posterior scaled by eta (k-diffusion's sigma_up equals DDIM's sigma_t, Song et al.
+# 2021 eq. 16), so it maps to gambar's ddim with A1111's eta_ancestral default of 1.
+SAMPLERS: dict[str, tuple[str, float | None, tuple[str, ...]]] = {
+    "DPM++ 2M": ("dpmpp", None, ("k_dpmpp_2m", "dpmpp_2m", "dpmpp")),
+    "Euler a": ("ddim", 1.0, ("k_euler_a", "k_euler_ancestral", "euler_a", "euler_ancestral")),
+    "Euler": ("euler", None, ("k_euler", "euler")),
+    "DDIM": ("ddim", 0.0, ("ddim",)),
+    "DDPM": ("ddpm", None, ("ddpm",)),
+}
+_LOOKUP = {alias.lower(): name for name, (_, _, aliases) in SAMPLERS.items()
+           for alias in (name, *aliases)}
+# Options that do nothing unless another option is on (hires fix, subseeds, churn), or that
+# concern only A1111's own files and UI: accepted with any value.
+INERT = ("hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
+         "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler", "hr_prompt",
+         "hr_negative_prompt", "hr_additional_modules", "denoising_strength",
+         "firstphase_width", "firstphase_height", "subseed", "s_tmin", "s_tmax",
+         "override_settings_restore_afterwards", "do_not_save_samples", "do_not_save_grid",
+         "save_images", "disable_extra_networks", "comments", "infotext",
+         "force_task_id", "firstpass_image", "seed_enable_extras")
+
+
+class Txt2ImgRequest(BaseModel):
+    """A1111's txt2img body. Unlisted fields are accepted only when off."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    seed: int = Field(-1, ge=-1, description="-1: random")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    cfg_scale: float | None = Field(None, ge=0, le=MAX_GUIDANCE)
+    width: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+    batch_size: int = Field(1, ge=1, le=MAX_IMAGES)
+    n_iter: int = Field(1, ge=1, le=MAX_IMAGES)
+    sampler_name: str | None = None
+    sampler_index: str | None = None
+    scheduler: str | None = None
+    eta: float | None = Field(None, ge=0, le=1)
+    enable_hr: bool = False
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    s_churn: float = 0.0
+    s_noise: float = 1.0
+    styles: list[str] = []
+    override_settings: dict[str, Any] = {}
+    script_name: str | None = None
+    script_args: list[Any] = []
+    alwayson_scripts: dict[str, Any] = {}
+    send_images: bool = True
+    refiner_checkpoint: str | None = None
+
+
+def _sampler(body: Txt2ImgRequest, default: str) -> tuple[str, str, float | None]:
+    """(A1111 name, gambar sampler, eta) for the request."""
+    asked = body.sampler_name or body.sampler_index
+    if not asked:
+        reverse = {g: a for a, (g, _, _) in SAMPLERS.items() if a != "Euler a"}
+        name = reverse.get(default, default)
+    else:
+        if "karras" in asked.lower() or "exponential" in asked.lower():
+            raise InvalidInputError(f"sampler {asked!r} cannot be honoured: gambar's samplers use "
+                                    "their own timestep spacing; drop the schedule suffix")
+        found = _LOOKUP.get(asked.lower())
+        if found is None:
+            raise InvalidInputError(f"unknown sampler {asked!r}; choose one of: "
+                                    f"{', '.join(SAMPLERS)}")
+        name = found
+    sampler, eta_default, _ = SAMPLERS.get(name, (default, None, ()))
+    eta = None
+    if sampler == "ddim":
+        eta = body.eta if body.eta is not None else eta_default
+    elif sampler == "ddpm":
+        require("eta", body.eta, (1.0,), "gambar's DDPM is ancestral (eta 1)")
+    return name, sampler, eta
+
+
+def _check_honourable(body: Txt2ImgRequest) -> str | None:
+    """Refuse options that would change the image; returns a model named in override_settings."""
+    off = "gambar cannot do it"
+    require("enable_hr", body.enable_hr, (), "gambar has no hires-fix (img2img) pass; ask "
+            "for width/height directly")
+    require("subseed_strength", body.subseed_strength, (), "gambar has no variation seeds")
+    require("seed_resize_from_h", body.seed_resize_from_h, (-1,), off)
+    require("seed_resize_from_w", body.seed_resize_from_w, (-1,), off)
+    require("restore_faces", body.restore_faces, (), "gambar has no face restoration")
+    require("tiling", body.tiling, (), "gambar cannot draw tileable images")
+    require("s_churn", body.s_churn, (), "gambar's Euler adds no churn noise")
+    require("s_noise", body.s_noise, (1.0,), off)
+    require("styles", body.styles, (), "gambar has no saved styles; put them in the prompt")
+    require("script_name", body.script_name, (), "gambar runs no A1111 scripts")
+    require("script_args", body.script_args, (), "gambar runs no A1111 scripts")
+    require("alwayson_scripts", body.alwayson_scripts, (), "gambar runs no A1111 extensions")
+    require("refiner_checkpoint", body.refiner_checkpoint, (), "gambar has no refiner")
+    if (body.scheduler or "automatic").lower() != "automatic":
+        raise InvalidInputError(f"scheduler={body.scheduler!r} cannot be honoured: gambar's "
+                                "samplers use their own timestep spacing; use 'automatic'")
+    settings = dict(body.override_settings)
+    model = settings.pop("sd_model_checkpoint", None)
+    # Settings at their A1111 defaults change nothing.
+    if settings.get("CLIP_stop_at_last_layers") == 1:
+        settings.pop("CLIP_stop_at_last_layers")
+    for key, value in settings.items():
+        if not is_off(value):
+            raise InvalidInputError(f"override_settings.{key} is not supported by gambar")
+    reject_unknown(body.model_extra, ignored=INERT)
+    return model
+
+
+def _model_name(asked: str | None) -> str | None:
+    """A1111 titles look like 'name [hash]'; accept them as well as bare names."""
+    return asked.split(" [")[0] if asked else None
+
+
+def _infotext(job: Job, a1111_sampler: str, side: int, sha: str) -> str:
+    """A1111's one-paragraph parameters text, which its PNG Info tab and other tools parse."""
+    s = job.spec
+    neg = f"\nNegative prompt: {s.negative_prompt}" if s.negative_prompt else ""
+    return (f"{s.prompt}{neg}\nSteps: {s.steps}, Sampler: {a1111_sampler}, CFG scale: "
+            f"{s.guidance:g}, Seed: {s.seeds[0]}, Size: {side}x{side}, Model hash: {sha[:10]}, "
+            f"Model: {s.model}, Version: gambar {gambar.__version__}")
+
+
+@router.post("/txt2img", summary="Text to image (AUTOMATIC1111 API)")
+async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
+    """Draw batch_size x n_iter images; answer base64 PNGs, the parameters and an info JSON."""
+    service: JobService = request.app.state.service
+    model, pipe = service.model(_model_name(_check_honourable(body)))
+    native = pipe.defaults["size"]
+    # One side given: a square of it (gambar draws squares); none: the model's native size.
+    side = square_side(body.width or body.height or native, body.height or body.width or native)
+    a1111_sampler, sampler, eta = _sampler(body, pipe.defaults["sampler"])
+    n = body.batch_size * body.n_iter
+    spec = service.make_spec(
+        prompt=body.prompt, negative_prompt=body.negative_prompt, n=n,
+        seed=None if body.seed == -1 else body.seed, steps=body.steps,
+        guidance=body.cfg_scale, sampler=sampler, model=model,
+        output_size=output_size(native, side), eta=eta)
+    job = await run_to_end(request, spec)
+    pngs = await asyncio.to_thread(read_pngs, service, job) if body.send_images else []
+    s = job.spec
+    infotexts = [_infotext(job, a1111_sampler, side, pipe.sha256)] * n
+    info = {
+        "prompt": s.prompt, "all_prompts": [s.prompt] * n,
+        "negative_prompt": s.negative_prompt, "all_negative_prompts": [s.negative_prompt] * n,
+        "seed": s.seeds[0], "all_seeds": list(s.seeds), "subseed": s.seeds[0],
+        "all_subseeds": list(s.seeds), "subseed_strength": 0, "width": side, "height": side,
+        "sampler_name": a1111_sampler, "scheduler": "automatic", "cfg_scale": s.guidance,
+        "steps": s.steps, "batch_size": body.batch_size, "restore_faces": False,
+        "sd_model_name": s.model, "sd_model_hash": pipe.sha256[:10], "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1, "denoising_strength": None, "extra_generation_params": {},
+        "index_of_first_image": 0, "infotexts": infotexts, "styles": [],
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
+        "clip_skip": 1, "is_using_inpainting_conditioning": False,
+        "version": f"gambar {gambar.__version__}",
+        "gambar": {"job_id": job.id, "sampler": s.sampler,
+                   "sampler_options": {"eta": s.eta} if s.eta is not None else {},
+                   "model_sha256": pipe.sha256, **resize_info(native, s.output_size)},
+    }
+    return {"images": [base64.b64encode(p).decode("ascii") for p in pngs],
+            "parameters": body.model_dump(), "info": json.dumps(info)}
+
+
+@router.get("/sd-models", summary="Models (A1111 format)")
+def sd_models(request: Request) -> list[dict[str, Any]]:
+    service: JobService = request.app.state.service
+    return [{"title": f"{name} [{pipe.sha256[:10]}]", "model_name": name,
+             "hash": pipe.sha256[:10], "sha256": pipe.sha256, "filename": name, "config": None}
+            for name, pipe in service.pipelines.items()]
+
+
+@router.get("/samplers", summary="Samplers (A1111 names and their gambar equivalents)")
+def samplers() -> list[dict[str, Any]]:
+    return [{"name": name, "aliases": list(aliases), "options": {"gambar_sampler": g}}
+            for name, (g, _, aliases) in SAMPLERS.items()]
+
+
+@router.get("/schedulers", summary="Schedulers (only 'automatic')")
+def schedulers() -> list[dict[str, Any]]:
+    return [{"name": "automatic", "label": "Automatic", "aliases": None,
+             "default_rho": -1, "need_inner_model": False}]
+
+
+@router.get("/options", summary="Current options (A1111 format; read-only)")
+def options(request: Request) -> dict[str, Any]:
+    service: JobService = request.app.state.service
+    pipe = service.pipelines[service.default_model]
+    return {"sd_model_checkpoint": f"{service.default_model} [{pipe.sha256[:10]}]",
+            "samples_format": "png", "CLIP_stop_at_last_layers": 1}
+
+
+@router.get("/scripts", summary="Scripts (none)")
+def scripts() -> dict[str, list[str]]:
+    return {"txt2img": [], "img2img": []}
+
+
+@router.get("/progress", summary="Progress of your running job (A1111 format)")
+def progress(request: Request) -> dict[str, Any]:
+    service: JobService = request.app.state.service
+    jobs = service.jobs_of(client_key(request))
+    running = next((j for j in jobs if j.state == State.RUNNING), None)
+    active = sum(j.state in (State.QUEUED, State.RUNNING) for j in jobs)
+    step, total = (running.step, running.total_steps) if running else (0, 0)
+    return {"progress": step / total if total else 0.0, "eta_relative": 0.0,
+            "state": {"skipped": False, "interrupted": False, "job": running.id if running else "",
+                      "job_count": active, "job_timestamp": "0", "job_no": 0,
+                      "sampling_step": step, "sampling_steps": total},
+            "current_image": None, "textinfo": None}
+
+
+@router.post("/interrupt", summary="Stop your running jobs")
+def interrupt(request: Request) -> dict[str, Any]:
+    service: JobService = request.app.state.service
+    for job in service.jobs_of(client_key(request)):
+        if job.state == State.RUNNING:
+            service.cancel(job.id)
+    return {}

@@ -1,0 +1,118 @@
+"""The OpenAI Images dialect: POST /v1/images/generations and GET /v1/models, so that the
+`openai` package (`OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=...)`) works unchanged.
+
+Extensions beyond OpenAI's fields: seed, negative_prompt, steps, guidance, sampler (pass them
+with the client's `extra_body`). Sizes: "auto" or the model's native size draws natively; any
+other square size is drawn natively and resized with Lanczos, as the response's `gambar.resize`
+says. A non-square size, `quality: hd`, `style: natural`, a transparent background, JPEG/WebP
+output or streaming cannot be honoured and are answered 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from gambar.seeding import MAX_SEED
+from gambar.server.auth import sign
+from gambar.server.compat import read_pngs, reject_unknown, require, run_to_end
+from gambar.server.jobs import MAX_GUIDANCE, MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, Job
+from gambar.server.routes import bearer, image_url
+from gambar.server.service import JobService
+from gambar.server.sizing import output_size, parse_size, resize_info
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], dependencies=[Depends(bearer)])
+
+
+class ImageGenerationRequest(BaseModel):
+    """OpenAI's image-generation body (fields gambar cannot honour are refused, not ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    model: str | None = Field(None, description="a served model's name; omitted: the default")
+    n: int | None = Field(None, ge=1, le=MAX_IMAGES)
+    size: str | None = Field(None, description="'auto' or a square WxH, e.g. 512x512")
+    response_format: Literal["url", "b64_json"] | None = None
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    moderation: str | None = None
+    stream: bool | None = None
+    partial_images: int | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    # gambar's extensions
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="seed of the first image")
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE)
+    sampler: str | None = None
+
+
+def _check_honourable(body: ImageGenerationRequest) -> None:
+    require("quality", body.quality, ("auto", "standard"),
+            "gambar has one quality; pass steps (an extension) for more sampler steps")
+    require("style", body.style, ("vivid",),  # DALL-E 3's default; gambar has no styles
+            "gambar has no style setting; describe the look in the prompt")
+    require("background", body.background, ("auto", "opaque"),
+            "gambar draws opaque images only")
+    require("output_format", body.output_format, ("png",),
+            "gambar returns PNG (its provenance lives in PNG text chunks)")
+    require("output_compression", body.output_compression, (100,),
+            "it applies to JPEG/WebP only and gambar returns PNG")
+    require("stream", body.stream, (), "gambar answers when the images are done; poll "
+            "/api/jobs/{id} for progress instead")
+    require("partial_images", body.partial_images, (), "streaming is not supported")
+    # moderation, user and safety_identifier do not change an image: accepted as they are.
+    reject_unknown(body.model_extra)
+
+
+def _info(service: JobService, job: Job) -> dict[str, Any]:
+    native = service.pipelines[job.spec.model].defaults["size"]
+    return {"job_id": job.id, "model": job.spec.model, "seeds": list(job.spec.seeds),
+            "sampler": job.spec.sampler, "steps": job.spec.steps,
+            "guidance": job.spec.guidance, **resize_info(native, job.spec.output_size)}
+
+
+@router.post("/images/generations", summary="Create images (OpenAI Images API)")
+async def generations(body: ImageGenerationRequest, request: Request) -> dict[str, Any]:
+    """Draw `n` images and answer with base64 PNGs or URLs served by gambar."""
+    service: JobService = request.app.state.service
+    _check_honourable(body)
+    name, pipe = service.model(body.model)
+    native = pipe.defaults["size"]
+    side = parse_size(body.size, native)
+    spec = service.make_spec(
+        prompt=body.prompt, negative_prompt=body.negative_prompt, n=body.n or 1,
+        seed=body.seed, steps=body.steps, guidance=body.guidance, sampler=body.sampler,
+        model=name, output_size=output_size(native, side))
+    job = await run_to_end(request, spec)
+    if (body.response_format or "url") == "url":
+        sig = sign(job.id, service.settings.tokens)
+        base = str(request.base_url).rstrip("/")
+        data = [{"url": base + image_url(job.id, im.index) + (f"?sig={sig}" if sig else ""),
+                 "revised_prompt": None} for im in job.images]
+    else:
+        # Reading and encoding up to 16 large PNGs takes a moment: off the event loop.
+        pngs = await asyncio.to_thread(read_pngs, service, job)
+        data = [{"b64_json": base64.b64encode(png).decode("ascii"), "revised_prompt": None}
+                for png in pngs]
+    side = job.spec.output_size or job.spec.size
+    return {"created": int(job.finished or time.time()), "data": data, "output_format": "png",
+            "size": f"{side}x{side}", "background": "opaque", "quality": "standard",
+            "gambar": _info(service, job)}
+
+
+@router.get("/models", summary="Models (OpenAI format)")
+def list_models(request: Request) -> dict[str, Any]:
+    service: JobService = request.app.state.service
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0,
+                                        "owned_by": "gambar"} for name in service.pipelines]}

@@ -1,0 +1,321 @@
+"""The job service: the fair queue, the worker threads that own generation, the results store.
+
+Request handlers call submit/get/cancel/wait, which only touch memory under one lock; every
+image is drawn by a worker thread, so a slow model never blocks the event loop, and a job
+goes on (and can be fetched by id) when the client that submitted it disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gambar.errors import GambarError, InvalidInputError
+from gambar.pipeline import Pipeline
+from gambar.seeding import MAX_SEED, check_seed, random_seed
+from gambar.server.jobs import (
+    FINISHED,
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_PROMPT_CHARS,
+    MAX_SIZE,
+    MAX_STEPS,
+    ImageRecord,
+    Job,
+    JobSpec,
+    State,
+    new_job_id,
+)
+from gambar.server.queue import FairQueue, QueueFull
+from gambar.server.settings import ServerSettings
+from gambar.server.store import ResultStore
+from gambar.server.worker import JobCancelled, draw_job
+
+log = logging.getLogger("gambar.server")
+
+SWEEP_INTERVAL_S = 60.0  # an idle worker sweeps expired results this often
+JOB_TIME_SMOOTHING = 0.2  # weight of the newest job in the running mean used for Retry-After
+
+
+class JobService:
+    """Owns the jobs. Thread-safe; the async `wait` is for request handlers."""
+
+    def __init__(self, pipelines: Mapping[str, Pipeline], settings: ServerSettings) -> None:
+        if not pipelines:
+            raise InvalidInputError("no model to serve")
+        self.pipelines = dict(pipelines)
+        self.default_model = next(iter(self.pipelines))
+        self.settings = settings
+        self.store = ResultStore(settings.results_dir, keep_s=settings.keep_hours * 3600,
+                                 max_bytes=int(settings.max_results_mb * 2**20))
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._queue: FairQueue[str] = FairQueue(settings.queue_size, settings.per_client)
+        self._jobs: dict[str, Job] = {}
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._paused = False
+        self._running = 0
+        self._mean_job_s = 1.0
+        self.jobs_run = 0  # generations started (a test checks none is lost or run twice)
+
+    # ---- life cycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the results of an earlier run and start the worker threads."""
+        for record in self.store.load_records():
+            try:
+                job = Job.from_record(record)
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring an unreadable job record %s", record.get("id"))
+                continue
+            self._jobs[job.id] = job
+        with self._lock:
+            self._sweep()
+        for k in range(self.settings.workers):
+            thread = threading.Thread(target=self._work, name=f"gambar-worker-{k}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers: a running job stops at its next step; queued jobs are cancelled."""
+        with self._lock:
+            self._stopping = True
+            for job in list(self._jobs.values()):
+                if job.state == State.RUNNING:
+                    job.cancel_requested.set()
+                elif job.state == State.QUEUED:  # recorded, so a client asking later learns why
+                    self._queue.remove(job.client, job.id)
+                    self._finish_locked(job, State.CANCELLED,
+                                        error="the server stopped before the job ran")
+            self._wakeup.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def pause(self) -> None:
+        """Stop taking jobs out of the queue (running ones finish); submissions still queue."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        """Undo pause()."""
+        with self._lock:
+            self._paused = False
+            self._wakeup.notify_all()
+
+    # ---- requests -----------------------------------------------------------------------
+    def model(self, name: str | None) -> tuple[str, Pipeline]:
+        """A served model by name (None: the default); InvalidInputError naming the choices."""
+        name = name or self.default_model
+        pipe = self.pipelines.get(name)
+        if pipe is None:
+            raise InvalidInputError(f"no model named {name!r} is served here; choose one of: "
+                                    f"{', '.join(self.pipelines)}")
+        return name, pipe
+
+    def make_spec(self, *, prompt: str, negative_prompt: str = "", n: int = 1,
+                  seed: int | None = None, steps: int | None = None,
+                  guidance: float | None = None, sampler: str | None = None,
+                  size: int | None = None, output_size: int | None = None,
+                  model: str | None = None, eta: float | None = None) -> JobSpec:
+        """Check a request against the limits and resolve its defaults into a JobSpec."""
+        name, pipe = self.model(model)
+        if not prompt.strip():
+            raise InvalidInputError('the prompt is empty; give a description, e.g. "a red circle"')
+        for label, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
+            if len(text) > MAX_PROMPT_CHARS:
+                raise InvalidInputError(
+                    f"the {label} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
+        if not 1 <= n <= MAX_IMAGES:
+            raise InvalidInputError(f"n must be between 1 and {MAX_IMAGES}, not {n}")
+        first = check_seed(seed) if seed is not None else random_seed()
+        if first + n - 1 > MAX_SEED:
+            raise InvalidInputError(f"seed + n - 1 must not exceed {MAX_SEED}")
+        defaults = pipe.defaults
+        steps = int(steps if steps is not None else defaults["steps"])
+        if not 1 <= steps <= MAX_STEPS:
+            raise InvalidInputError(f"steps must be between 1 and {MAX_STEPS}, not {steps}")
+        guidance = float(guidance if guidance is not None else defaults["guidance"])
+        if not 0 <= guidance <= MAX_GUIDANCE:
+            raise InvalidInputError(
+                f"guidance must be between 0 and {MAX_GUIDANCE:g}, not {guidance:g}")
+        size = int(size if size is not None else defaults["size"])
+        if not 1 <= size <= MAX_SIZE:
+            raise InvalidInputError(f"size must be between 1 and {MAX_SIZE}, not {size}")
+        from gambar.samplers import SAMPLERS  # the registry is the list of valid names
+
+        sampler = sampler or defaults["sampler"]
+        if sampler not in SAMPLERS:
+            raise InvalidInputError(
+                f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        return JobSpec(model=name, prompt=prompt, negative_prompt=negative_prompt,
+                       seeds=tuple(first + k for k in range(n)), steps=steps, guidance=guidance,
+                       sampler=sampler, size=size, output_size=output_size, eta=eta)
+
+    def submit(self, client: str, spec: JobSpec) -> Job:
+        """Queue a job for `client`; QueueFull if there is no room."""
+        job = Job(id=new_job_id(), client=client, spec=spec)
+        with self._lock:
+            if self._stopping:
+                raise QueueFull("the server is shutting down")
+            self._queue.push(client, job.id)
+            job.created = time.time()  # under the lock: the order of this and every pop is exact
+            self._jobs[job.id] = job
+            self._wakeup.notify()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id, or None (unknown, or its results expired)."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def jobs_of(self, client: str, limit: int = 50) -> list[Job]:
+        """This client's jobs, newest first."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.client == client]
+        return sorted(jobs, key=lambda j: j.created, reverse=True)[:limit]
+
+    def position(self, job: Job) -> int | None:
+        """1-based place in the queue (1 = next to run); None unless queued."""
+        with self._lock:
+            return self._queue.position(job.client, job.id)
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: the time to work through today's queue."""
+        with self._lock:
+            waiting = len(self._queue) + self._running
+            seconds = self._mean_job_s * waiting / self.settings.workers
+        return max(1, min(3600, math.ceil(seconds)))
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job now, a running one at its next step; finished ones stay."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            if job.state == State.QUEUED:
+                self._queue.remove(job.client, job.id)
+                self._finish_locked(job, State.CANCELLED, error="cancelled before it started")
+            elif job.state == State.RUNNING:
+                job.cancel_requested.set()
+            return job
+
+    def delete(self, job_id: str) -> bool:
+        """Cancel a job if it is unfinished and delete it and its results; False if unknown."""
+        job = self.cancel(job_id)
+        if job is None:
+            return False
+        with self._lock:
+            self._jobs.pop(job_id, None)
+            if job.state in FINISHED:
+                self.store.delete(job_id)
+            # else it is running: the worker deletes what it wrote once it stops (see _run).
+        return True
+
+    async def wait(self, job: Job) -> Job:
+        """Wait, without blocking the event loop, until `job` has finished."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        with self._lock:
+            if job.state in FINISHED:
+                return job
+            self._waiters.setdefault(job.id, []).append((loop, future))
+        try:
+            await future
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(job.id, [])
+                if (loop, future) in waiters:
+                    waiters.remove((loop, future))
+        return job
+
+    def stats(self) -> dict[str, Any]:
+        """Numbers for the health endpoint."""
+        with self._lock:
+            return {"queued": len(self._queue), "running": self._running,
+                    "workers": self.settings.workers, "jobs_run": self.jobs_run,
+                    "paused": self._paused}
+
+    # ---- the worker side ----------------------------------------------------------------
+    def _work(self) -> None:
+        while (job := self._next_job()) is not None:
+            self._run(job)
+
+    def _next_job(self) -> Job | None:
+        with self._lock:
+            while True:
+                if self._stopping:
+                    return None
+                job_id = None if self._paused else self._queue.pop()
+                if job_id is not None:
+                    job = self._jobs[job_id]
+                    job.state, job.started = State.RUNNING, time.time()
+                    self._running += 1
+                    self.jobs_run += 1
+                    return job
+                if not self._wakeup.wait(timeout=SWEEP_INTERVAL_S):
+                    self._sweep()
+
+    def _progress(self, job: Job, done: int, total: int) -> None:
+        with self._lock:
+            job.step, job.total_steps = done, total
+
+    def _run(self, job: Job) -> None:
+        images: list[ImageRecord] = []
+        error, user_mistake, state = None, False, State.DONE
+        try:
+            outputs = draw_job(self.pipelines[job.spec.model], job.spec,
+                               progress=lambda d, t: self._progress(job, d, t),
+                               cancelled=job.cancel_requested.is_set)
+            for k, (png, prov) in enumerate(outputs):
+                name = self.store.write_image(job.id, k, png)
+                images.append(ImageRecord(index=k, seed=job.spec.seeds[k], file=name,
+                                          provenance=prov))
+        except JobCancelled:
+            state, error = State.CANCELLED, "cancelled while running"
+        except GambarError as exc:  # an option this model cannot do (e.g. a size it rejects)
+            state, error, user_mistake = State.FAILED, str(exc), True
+        except Exception as exc:  # a bug: keep serving, log the traceback, tell the client
+            log.exception("job %s failed", job.id)
+            state, error = State.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        with self._lock:
+            self._running -= 1
+            elapsed = time.time() - (job.started or time.time())
+            self._mean_job_s += JOB_TIME_SMOOTHING * (elapsed - self._mean_job_s)
+            job.images = images
+            job.error_is_user_mistake = user_mistake
+            self._finish_locked(job, state, error=error)
+            if job.id not in self._jobs:  # deleted while it ran
+                self.store.delete(job.id)
+            self._sweep()
+
+    def _finish_locked(self, job: Job, state: State, *, error: str | None = None) -> None:
+        job.state, job.error, job.finished = state, error, time.time()
+        if job.id in self._jobs:
+            self.store.write_record(job.id, job.record(), job.finished)
+        job.done.set()
+        for loop, future in self._waiters.pop(job.id, []):
+            with contextlib.suppress(RuntimeError):  # its event loop has closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future)
+
+    def _sweep(self) -> None:
+        """Forget jobs whose results the store removed (expired, or over the size limit)."""
+        unfinished = [j.id for j in self._jobs.values() if j.state not in FINISHED]
+        for job_id in self.store.sweep(keep=unfinished):
+            self._jobs.pop(job_id, None)
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():  # the waiting request may have been cancelled meanwhile
+        future.set_result(None)

@@ -1,0 +1,94 @@
+"""A real gambar server on 127.0.0.1 for tests: uvicorn in a thread on a free port."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from PIL import Image
+
+
+def need(module: str) -> ModuleType:
+    """Import an optional test dependency: skip without it locally, fail without it in CI."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed")
+
+
+@dataclass
+class Server:
+    url: str
+    service: Any  # gambar.server.service.JobService
+    app: Any
+
+
+@contextmanager
+def live_server(pipelines: dict, results: Path, **settings: Any) -> Iterator[Server]:
+    """Start the app (and its worker threads) on a free 127.0.0.1 port; stop it afterwards."""
+    import uvicorn
+
+    from gambar.server.app import create_app
+    from gambar.server.service import JobService
+    from gambar.server.settings import ServerSettings
+
+    service = JobService(pipelines, ServerSettings(results_dir=results, **settings))
+    app = create_app(service)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", service, app)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def wait_done(client: Any, job_id: str, timeout: float = 30.0) -> dict:
+    """Poll GET /api/jobs/{id} until the job has finished; its final status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get(f"/api/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        job = r.json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.02)
+    raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
+
+
+def png_provenance(data: bytes) -> tuple[Image.Image, dict]:
+    """Decode PNG bytes; the image and the gambar provenance in its text chunks."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.format == "PNG"
+    return image, json.loads(image.text["gambar"])
+
+
+@pytest.fixture(scope="session")
+def served_models(tiny_model_dir):
+    """The tiny test model, loaded once and shared by every test server (sampling is stateless)."""
+    import gambar
+
+    pipe = gambar.load(tiny_model_dir)
+    return {pipe.name: pipe}

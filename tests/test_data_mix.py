@@ -1,0 +1,187 @@
+"""Training mixes honour the held-out (colour, shape) pairs of ../shared/shapes-spec.md."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from gambar.data.emoji import EMOJI_FONT, EMOJI_TEST, emoji_records
+from gambar.data.formats.webdataset import WebDataset
+from gambar.data.glyphs import FONT_DIR, FONTS, glyph_records
+from gambar.data.loading import CaptionedImages, load_dataset
+from gambar.data.mix import (
+    TrainingMix,
+    held_out_pairs,
+    named_pairs,
+    names_held_out,
+    without_held_out,
+)
+from gambar.data.shapes import ShapesStream
+from gambar.data.shapes_vocab import HELD_OUT
+from gambar.errors import InvalidInputError
+
+
+@pytest.mark.parametrize("text, pairs", [
+    ("blue heart", {("blue", "heart")}),
+    ("a light blue heart", {("blue", "heart")}),
+    ("large yellow diamond", {("yellow", "diamond")}),
+    ("black circle", {("black", "circle")}),
+    ("black circle for record", {("black", "circle")}),
+    ("the black circle in a bold serif font", {("black", "circle")}),
+    ("lingkaran hitam", {("black", "circle")}),
+    ("wajik kuning besar", {("yellow", "diamond")}),
+    ("persegi oranye", {("orange", "square")}),
+    ("hati biru", {("blue", "heart")}),
+    ("segitiga merah muda", {("pink", "triangle")}),
+    ("a Pink Triangle!", {("pink", "triangle")}),
+    ("two green stars", {("green", "star")}),
+    ("a black, medium-small circle", set()),  # a comma separates: not one noun phrase
+    ("a black medium small circle", {("black", "circle")}),
+    ("a yellow-diamond pattern", {("yellow", "diamond")}),
+    ("sebuah belah ketupat kuning", {("yellow", "diamond")}),
+])
+def test_held_out_pairs_are_found(text, pairs):
+    assert held_out_pairs(text) == pairs
+
+
+@pytest.mark.parametrize("text", [
+    "a red circle and a blue square",
+    "a blue circle and a black heart",
+    "a blue star above a black square",
+    "lingkaran biru dan hati hitam",
+    "bintang biru di sebelah kiri hati hitam",
+    "segitiga merah",  # red, not pink: "merah muda" is matched as one phrase
+    "green heart", "orange heart", "blue diamond", "black heart suit", "a pink heart",
+    "black square button", "large blue circle", "a heart", "an orange",
+    # Spec example 🔶 "large orange diamond": (orange, diamond) is not one of the six pairs.
+    "large orange diamond", "wajik oranye besar",
+])
+def test_other_pairs_are_not_held_out(text):
+    assert not names_held_out(text)
+
+
+def test_pairs_are_read_through_synonyms_and_sizes():
+    assert named_pairs("large orange diamond") == {("orange", "diamond")}
+    assert named_pairs("wajik oranye kecil") == {("orange", "diamond")}
+    assert named_pairs("a black disc and a kotak jingga") == {("black", "circle"),
+                                                             ("orange", "square")}
+    assert held_out_pairs("large orange diamond", pairs={("orange", "diamond")}) == \
+        {("orange", "diamond")}
+
+
+def test_every_held_out_pair_is_caught_in_both_languages():
+    from gambar.data.shapes_vocab import COLORS_ID, SHAPES_ID
+
+    for color, shape in HELD_OUT:
+        assert held_out_pairs(f"a {color} {shape}") == {(color, shape)}
+        assert held_out_pairs(f"{SHAPES_ID[shape]} {COLORS_ID[color]}") == {(color, shape)}
+
+
+def _png(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _folder(root: Path) -> Path:
+    """An imagefolder whose captions name held-out pairs in several ways."""
+    captions = {
+        "0.png": ["a photo of a sailing boat"],
+        "1.png": ["a large yellow diamond"],
+        "2.png": ["a red kite", "lingkaran hitam di atas meja"],  # one of its captions names one
+        "3.png": ["a green star sticker"],
+        "4.png": ["a tree in a field"],
+    }
+    root.mkdir()
+    for name in captions:
+        (root / name).write_bytes(_png((10, 200, 10)))
+    (root / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": n, "captions": c}) + "\n" for n, c in captions.items()))
+    return root
+
+
+def test_without_held_out_drops_items_by_any_caption(tmp_path: Path):
+    ds = load_dataset(_folder(tmp_path / "f"), size=16)
+    kept, removed = without_held_out(ds)
+    assert sorted(Path(p).name for p in removed) == ["1.png", "2.png", "3.png"]
+    assert [r.metadata["file_name"] for r in kept.records] == ["0.png", "4.png"]
+
+
+def _need_fonts() -> None:
+    if not (EMOJI_FONT.is_file() and EMOJI_TEST.is_file()
+            and all((FONT_DIR / f.file).is_file() for f in FONTS[:4])):
+        pytest.skip("emoji or glyph fonts not installed")
+
+
+def test_training_mix_never_shows_a_held_out_pair(tmp_path: Path):
+    _need_fonts()
+    # The emoji and glyphs that name held-out pairs, among others that do not.
+    wanted = {"blue heart", "black circle", "orange square", "large orange diamond",
+              "small orange diamond", "light blue heart", "green heart", "red apple",
+              "black heart", "blue square"}
+    emoji = CaptionedImages([r for r in emoji_records("all", 16)
+                             if r.metadata["name"] in wanted], 16, name="emoji")
+    assert len(emoji) == len(wanted)
+    glyphs = CaptionedImages([r for r in glyph_records("all", 16, fonts=["dejavu-serif"])
+                              if r.metadata["char"] in "\u25cf\u25a0\u2665gA"], 16,
+                             name="glyphs")
+    folder = load_dataset(_folder(tmp_path / "f"), size=16)
+    shapes = ShapesStream(seed=1, size=16)
+    mix = TrainingMix([(emoji, 1), (glyphs, 1), (folder, 1), (shapes, 1)], seed=3)
+
+    removed = {k.split(":")[1]: v for k, v in mix.removed.items()}
+    assert len(removed["emoji"]) == 4  # blue and light blue heart, black circle, orange square
+    assert len(removed["glyphs"]) == 1  # ● black circle
+    assert len(removed["imagefolder"]) == 3
+    for i in range(400):
+        image, caption, meta = mix[i]
+        texts = [caption, *meta.get("captions", []), str(meta.get("name", ""))]
+        assert not names_held_out(texts), (i, texts)
+        if meta["source"] == "shapes":
+            assert not {(o["color"], o["shape"]) for o in meta["objects"]} & HELD_OUT
+        assert image.shape == (3, 16, 16)
+    names = {mix[i][2].get("name") for i in range(400)}
+    assert {"green heart", "red apple", "black heart", "blue square",
+            "large orange diamond"} <= names
+
+
+def test_mix_is_deterministic_weighted_and_resumable(tmp_path: Path):
+    folder = load_dataset(_folder(tmp_path / "f"), size=16)  # 2 items once filtered
+    shapes = ShapesStream(seed=0, size=16)
+    mix = TrainingMix([(folder, 1), (shapes, 3)], seed=5)
+    sources = [mix.locate(i)[0] for i in range(8)]
+    assert sources.count(0) == 2 and sources.count(1) == 6
+    again = TrainingMix([(load_dataset(tmp_path / "f", size=16), 1), (shapes, 3)], seed=5)
+    for i in (0, 3, 17, 40):
+        a, b = mix[i], again[i]
+        assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    # each epoch of a source visits each of its items once
+    firsts = [mix[i][2]["file_name"] for i in range(16) if mix.locate(i)[0] == 0]
+    assert sorted(firsts[:2]) == ["0.png", "4.png"] and sorted(firsts[2:4]) == ["0.png", "4.png"]
+    batches = mix.batches(start=2, batch_size=4)
+    first = next(batches)
+    assert first["images"].shape == (4, 3, 16, 16)
+    assert first["captions"] == [mix[i][1] for i in range(8, 12)]
+
+
+def test_mix_refuses_sources_that_could_leak(tmp_path: Path):
+    with pytest.raises(InvalidInputError, match="allows held-out"):
+        TrainingMix([(ShapesStream(seed=0, size=16, allow_held_out=True), 1)])
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("k.png", _png((0, 0, 0))), ("k.txt", b"a black circle")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(InvalidInputError, match="cannot be indexed"):
+        TrainingMix([(WebDataset([path]), 1)])
+    streamed = WebDataset([path], 16, exclude=names_held_out)
+    assert list(streamed) == [] and streamed.excluded == 1
+    with pytest.raises(InvalidInputError, match="one image size"):
+        TrainingMix([(ShapesStream(size=16), 1), (ShapesStream(size=32), 1)])

@@ -1,0 +1,188 @@
+"""The OpenAI and AUTOMATIC1111 dialects, driven by the real clients from PyPI."""
+
+import base64
+import time
+
+import numpy as np
+import pytest
+
+from helpers_server import live_server, need, png_provenance, served_models  # noqa: F401
+
+need("fastapi")
+httpx = need("httpx")
+openai = need("openai")
+webuiapi = need("webuiapi")
+
+TOKEN = "t0ken"
+
+
+@pytest.fixture(scope="module")
+def server(served_models, tmp_path_factory):  # noqa: F811
+    with live_server(served_models, tmp_path_factory.mktemp("results"),
+                     tokens=(TOKEN,)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def oai(server):
+    # max_retries=0: a refused request must surface, not be retried.
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=TOKEN, max_retries=0)
+
+
+@pytest.fixture
+def a1111(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    api = webuiapi.WebUIApi(host=host, port=int(port))
+    api.set_auth("anyone", TOKEN)  # A1111's --api-auth is HTTP Basic: the token is the password
+    return api
+
+
+# ---- OpenAI -----------------------------------------------------------------------------
+def test_openai_b64_json_at_native_size(oai, served_models):  # noqa: F811
+    res = oai.images.generate(prompt="a red circle", n=2, size="32x32", model="tiny",
+                              response_format="b64_json", extra_body={"seed": 11, "steps": 3})
+    assert len(res.data) == 2 and res.size == "32x32" and res.output_format == "png"
+    image, prov = png_provenance(base64.b64decode(res.data[1].b64_json))
+    assert image.size == (32, 32) and prov["seed"] == 12 and prov["steps"] == 3
+    assert res.gambar["resize"] == "none" and res.gambar["seeds"] == [11, 12]
+    direct = served_models["tiny"].generate(["a red circle"], seeds=[12], steps=3,
+                                            progress=False)[0]
+    assert np.array_equal(np.asarray(image), np.asarray(direct.image))
+
+
+def test_openai_larger_size_is_resized_and_says_so(oai):
+    res = oai.images.generate(prompt="three blue stars", size="256x256",
+                              response_format="b64_json", user="someone", style="vivid",
+                              quality="standard", extra_body={"steps": 2})
+    image, prov = png_provenance(base64.b64decode(res.data[0].b64_json))
+    assert image.size == (256, 256) and prov["size"] == 32 and prov["resized_to"] == 256
+    assert res.gambar["drawn_at"] == "32x32" and res.gambar["resized_to"] == "256x256"
+    assert "lanczos" in res.gambar["resize"] and "lanczos" in prov["resize"]
+
+
+def test_openai_url_is_served_by_gambar_and_signed(oai, server):
+    res = oai.images.generate(prompt="a red circle", extra_body={"steps": 2})
+    url = res.data[0].url
+    assert url.startswith(server.url + "/api/jobs/") and "sig=" in url
+    # The URL opens without a token (it is signed), like OpenAI's; unsigned it needs one.
+    r = httpx.get(url)
+    assert r.status_code == 200 and png_provenance(r.content)[1]["prompt"] == "a red circle"
+    assert httpx.get(url.split("?")[0]).status_code == 401
+    assert httpx.get(url[:-4] + "0000").status_code == 401
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"size": "1792x1024"}, "not square"),
+    ({"size": "2048x2048"}, "between 1 and 1024"),
+    ({"size": "big"}, "512x512"),
+    ({"quality": "hd"}, "quality"),
+    ({"style": "natural"}, "style"),
+    ({"background": "transparent"}, "background"),
+    ({"output_format": "jpeg"}, "output_format"),
+    ({"model": "dall-e-3"}, "dall-e-3"),
+    ({"n": 17}, "n"),
+    ({"extra_body": {"complexity": "high"}}, "complexity"),
+])
+def test_openai_refuses_what_it_cannot_honour(oai, options, words):
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.images.generate(prompt="a red circle", **options)
+    assert words in str(info.value)
+
+
+def test_openai_needs_the_token(server):
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.images.generate(prompt="a red circle")
+    models = openai.OpenAI(base_url=server.url + "/v1", api_key=TOKEN).models.list()
+    assert [m.id for m in models.data] == ["tiny"]
+
+
+# ---- AUTOMATIC1111 ----------------------------------------------------------------------
+def test_a1111_txt2img_with_the_clients_defaults(a1111):
+    # webuiapi sends its defaults: 512x512, "Euler a", cfg 7, eta 1, enable_hr false,
+    # denoising_strength 0.7, hr_* fields, empty styles/scripts ...
+    res = a1111.txt2img(prompt="a red circle", negative_prompt="blue", seed=5, steps=3,
+                        batch_size=2)
+    assert [im.size for im in res.images] == [(512, 512), (512, 512)]
+    assert res.info["all_seeds"] == [5, 6] and res.info["sampler_name"] == "Euler a"
+    assert res.info["cfg_scale"] == 7.0 and res.info["width"] == 512
+    g = res.info["gambar"]
+    assert g["sampler"] == "ddim" and g["sampler_options"] == {"eta": 1.0}
+    assert g["drawn_at"] == "32x32" and g["resized_to"] == "512x512"
+    assert "Steps: 3, Sampler: Euler a" in res.info["infotexts"][0]
+    raw = base64.b64decode(res.json["images"][1])
+    _, prov = png_provenance(raw)
+    assert (prov["seed"], prov["negative_prompt"], prov["guidance"]) == (6, "blue", 7.0)
+
+
+def test_a1111_native_size_and_seed_reproduce(a1111):
+    one = a1111.txt2img(prompt="dua bintang biru", seed=9, steps=2, width=32, height=32,
+                        sampler_name="DPM++ 2M", cfg_scale=3)
+    two = a1111.txt2img(prompt="dua bintang biru", seed=9, steps=2, width=32, height=32,
+                        sampler_name="DPM++ 2M", cfg_scale=3)
+    assert one.image.size == (32, 32) and one.info["gambar"]["resize"] == "none"
+    assert np.array_equal(np.asarray(one.image), np.asarray(two.image))
+    assert one.info["gambar"]["sampler"] == "dpmpp"
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"enable_hr": True}, "enable_hr"),
+    ({"restore_faces": True}, "restore_faces"),
+    ({"styles": ["cinematic"]}, "styles"),
+    ({"sampler_name": "DPM++ 2M Karras"}, "Karras"),
+    ({"sampler_name": "LMS"}, "unknown sampler"),
+    ({"width": 512, "height": 768}, "not square"),
+    ({"subseed_strength": 0.5}, "subseed_strength"),
+    ({"override_settings": {"sd_vae": "x"}}, "sd_vae"),
+    ({"override_settings": {"sd_model_checkpoint": "sdxl"}}, "sdxl"),
+    ({"batch_size": 10, "n_iter": 2}, "n must be"),
+])
+def test_a1111_refuses_what_it_cannot_honour(a1111, options, words):
+    with pytest.raises(RuntimeError) as info:
+        a1111.txt2img(prompt="a red circle", steps=2, **options)
+    status, text = info.value.args
+    assert status == 422 and words in text
+
+
+def test_a1111_model_list_and_choice(a1111):
+    (model,) = a1111.get_sd_models()
+    assert model["model_name"] == "tiny" and model["title"].startswith("tiny [")
+    res = a1111.txt2img(prompt="a red circle", steps=2, width=32, height=32,
+                        override_settings={"sd_model_checkpoint": model["title"]})
+    assert res.info["sd_model_name"] == "tiny" and res.image.size == (32, 32)
+    assert {s["name"] for s in a1111.get_samplers()} >= {"Euler a", "DPM++ 2M", "DDIM"}
+    assert a1111.get_options()["sd_model_checkpoint"] == model["title"]
+
+
+def test_a1111_ancestral_euler_equals_ddim_with_eta_one(a1111, served_models):  # noqa: F811
+    res = a1111.txt2img(prompt="a red circle", seed=3, steps=4, width=32, height=32, cfg_scale=2,
+                        sampler_name="Euler a")
+    direct = served_models["tiny"].generate(["a red circle"], seeds=[3], steps=4, guidance=2,
+                                            sampler="ddim", eta=1.0, progress=False)[0]
+    assert np.array_equal(np.asarray(res.image.convert("RGB")), np.asarray(direct.image))
+
+
+def test_a1111_without_the_token_is_refused(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    api = webuiapi.WebUIApi(host=host, port=int(port))
+    with pytest.raises(RuntimeError) as info:
+        api.txt2img(prompt="a red circle", steps=2)
+    assert info.value.args[0] == 401
+
+
+def test_a1111_progress_and_interrupt(server):
+    auth = {"Authorization": f"Bearer {TOKEN}", "X-Client-Id": "ignored-with-a-token"}
+    with httpx.Client(base_url=server.url, headers=auth) as c:
+        assert c.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0
+        job = c.post("/api/jobs", json={"prompt": "a red circle", "steps": 150}).json()
+        deadline = time.monotonic() + 30
+        while (p := c.get("/sdapi/v1/progress").json())["progress"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert p["state"]["job"] == job["id"] and p["state"]["sampling_steps"] == 150
+        assert c.post("/sdapi/v1/interrupt").status_code == 200
+        while (s := c.get(f"/api/jobs/{job['id']}").json())["state"] == "running":
+            time.sleep(0.01)
+        assert s["state"] == "cancelled"
+        assert [x["name"] for x in c.get("/sdapi/v1/schedulers").json()] == ["automatic"]
+        assert c.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
