@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -11,9 +10,9 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from gambar.errors import CorruptFileError, ModelNotFoundError
+from gambar.errors import ModelNotFoundError
+from gambar.model_dir import read_config
 
-FORMAT = "gambar/1"  # config.json format of saved models
 # progress(done_steps, total_steps) — what the CLI's bar and the server's job status show.
 Progress = Callable[[int, int], None]
 
@@ -64,17 +63,6 @@ def resolve_model(name_or_path: str | Path) -> Path:
         f"no model named or at {str(name_or_path)!r} (built-in models: {names}; "
         "a path must be a directory with config.json)"
     )
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A model directory's config.json, checked for format and family."""
-    try:
-        cfg = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CorruptFileError(f"{path / 'config.json'} is unreadable ({exc})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or "family" not in cfg:
-        raise CorruptFileError(f"{path / 'config.json'} is not a gambar model config ({FORMAT})")
-    return cfg
 
 
 def load(name_or_path: str | Path = "default") -> Pipeline:

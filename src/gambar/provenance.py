@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -22,17 +21,6 @@ PLAIN_FIELDS = ("prompt", "negative_prompt", "seed", "model_name", "model_sha256
 FIELDS = ("prompt", "negative_prompt", "seed", "index_in_batch", "batch_size", "family",
           "model_name", "model_sha256", "text_encoder", "sampler", "steps", "guidance",
           "sampler_options", "size", "dtype", "gambar_version", "torch_version")
-
-
-def model_sha256(files: list[Path]) -> str:
-    """sha256 over a model's files (config and weights), in name order."""
-    digest = hashlib.sha256()
-    for f in sorted(files, key=lambda p: p.name):
-        digest.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def png_bytes(image: Image.Image, provenance: dict[str, Any]) -> bytes:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from gambar.errors import InvalidInputError
-from gambar.pipeline import builtin_models, read_config, resolve_model
+from gambar.model_dir import read_config
+from gambar.pipeline import builtin_models, resolve_model
 
 OUTPUT_DIR = Path("evaluations")
 DEFAULT_CLIP = "contrastive"  # a built-in contrastive model, used when shipped

@@ -11,7 +11,6 @@ model.safetensors (+ tokenizer.json for a trainable text encoder).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,22 +20,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 from torch import nn
 
 import gambar
 from gambar.data.shapes import to_tensor
 from gambar.errors import CorruptFileError, InvalidInputError
-from gambar.fsutil import atomic_write_bytes, atomic_write_text
+from gambar.model_dir import FORMAT, load_weights, model_sha256, read_config, save_model_dir
 from gambar.nn.norms import group_norm
-from gambar.pipeline import FORMAT, read_config
-from gambar.provenance import model_sha256
 from gambar.text.base import Encoded, masked_mean
 from gambar.text.setup import TextSetup
 from gambar.text.small import Block
 
-WEIGHTS = "model.safetensors"
 FAMILY = "contrastive"
 ENCODE_BATCH = 64  # images or captions per forward pass when encoding lists
 
@@ -281,19 +275,9 @@ class ContrastiveModel:
         """Write config.json + model.safetensors (+ tokenizer.json of a trainable encoder)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().float().contiguous() for k, v in self.net.state_dict().items()}
-        blob = save(state, metadata={"format": FORMAT, "family": self.family})
-        atomic_write_bytes(path / WEIGHTS, blob, overwrite=True)
         self.text.save_files(path)
-        atomic_write_text(path / "config.json", json.dumps(self.config_dict(), indent=2),
-                          overwrite=True)
-        self.sha256 = model_sha256(self.files(path))
+        self.sha256 = save_model_dir(path, self.net, self.config_dict())
         self.name = self.extra.get("name", path.name)
-
-    @staticmethod
-    def files(path: Path) -> list[Path]:
-        """The files the model hash covers (config and weights, tokenizer included)."""
-        return [p for p in Path(path).iterdir() if p.suffix in (".json", ".safetensors")]
 
     @classmethod
     def load(cls, path: Path) -> ContrastiveModel:
@@ -312,18 +296,10 @@ class ContrastiveModel:
             raise CorruptFileError(
                 f"{path / 'config.json'} does not describe a contrastive model: {exc}") from None
         net = ContrastiveNet(ccfg, text_dim, text.trainable)
-        try:
-            state = load_file(str(path / WEIGHTS))
-        except (OSError, SafetensorError) as exc:
-            raise CorruptFileError(f"{path / WEIGHTS} is unreadable or corrupt ({exc})") from None
-        try:
-            net.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise CorruptFileError(f"{path / WEIGHTS} does not match its config: {first}") from None
+        load_weights(path, net)
         extra: dict[str, Any] = {k: cfg[k] for k in ("name", "training", "data") if k in cfg}
         return cls(net, text, name=cfg.get("name", path.name),
-                   sha256=model_sha256(cls.files(path)), extra=extra)
+                   sha256=model_sha256(path), extra=extra)
 
 
 def load_contrastive(name_or_path: str | Path) -> ContrastiveModel:

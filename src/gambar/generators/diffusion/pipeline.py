@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -11,25 +10,21 @@ from typing import Any
 
 import torch
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 import gambar
 from gambar.errors import CorruptFileError, InvalidInputError
-from gambar.fsutil import atomic_write_bytes, atomic_write_text
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule, make_denoiser
 from gambar.generators.diffusion.unet import UNetConfig
-from gambar.pipeline import FORMAT, Generated, Progress, read_config
-from gambar.provenance import model_sha256
+from gambar.model_dir import load_weights, model_sha256, read_config, save_model_dir
+from gambar.pipeline import Generated, Progress
 from gambar.samplers import get_sampler
 from gambar.samplers.guidance import classifier_free
 from gambar.seeding import check_seed, generators_for, initial_noise
 from gambar.text.base import Encoded
 from gambar.text.setup import TextSetup
 
-WEIGHTS = "model.safetensors"
 MAX_PROMPT_CHARS = 500
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
@@ -65,7 +60,6 @@ class DiffusionPipeline:
     # ---- saving and loading -------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
             "family": self.family,
             "gambar_version": gambar.__version__,
             "unet": asdict(self.model.unet.cfg),
@@ -79,18 +73,9 @@ class DiffusionPipeline:
         """Write config.json + model.safetensors (+ the tokenizer of a trainable encoder)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to(dtype).contiguous() for k, v in self.model.state_dict().items()}
-        blob = save(state, metadata={"format": FORMAT, "family": self.family})
-        atomic_write_bytes(path / WEIGHTS, blob, overwrite=True)
         self.text.save_files(path)
-        atomic_write_text(path / "config.json", json.dumps(self.config_dict(), indent=2),
-                          overwrite=True)
-        self.sha256 = model_sha256(self.files(path))
-        self.name = path.name
-
-    @staticmethod
-    def files(path: Path) -> list[Path]:
-        return [p for p in Path(path).iterdir() if p.suffix in (".json", ".safetensors")]
+        self.sha256 = save_model_dir(path, self.model, self.config_dict(), dtype=dtype)
+        self.name = self.extra.get("name", path.name)
 
     @classmethod
     def load(cls, path: Path) -> DiffusionPipeline:
@@ -105,18 +90,10 @@ class DiffusionPipeline:
             raise CorruptFileError(
                 f"{path / 'config.json'} does not describe a model: {exc}") from None
         model = DiffusionModel(unet_cfg, text.trainable)
-        try:
-            state = load_file(str(path / WEIGHTS))
-        except (OSError, SafetensorError) as exc:
-            raise CorruptFileError(f"{path / WEIGHTS} is unreadable or corrupt ({exc})") from None
-        try:
-            model.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise CorruptFileError(f"{path / WEIGHTS} does not match its config: {first}") from None
+        load_weights(path, model)
         extra = {k: cfg[k] for k in ("name", "defaults", "training", "data") if k in cfg}
         return cls(model, text, dcfg, name=cfg.get("name", path.name),
-                   sha256=model_sha256(cls.files(path)), extra=extra)
+                   sha256=model_sha256(path), extra=extra)
 
     # ---- generation ---------------------------------------------------------------------
     def _check(self, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float,
