@@ -22,8 +22,7 @@ from gambar.evaluation.compositional import judge, score
 
 SETTINGS = [
     ("ddim", 100, 4.0), ("dpmpp", 10, 4.0), ("dpmpp", 20, 4.0), ("dpmpp", 30, 4.0),
-    ("euler", 20, 4.0), ("ddim", 20, 4.0), ("ddpm", 100, 4.0),
-    ("dpmpp", 20, 1.0), ("dpmpp", 20, 2.0), ("dpmpp", 20, 6.0),
+    ("euler", 20, 4.0), ("dpmpp", 20, 1.0), ("dpmpp", 20, 2.0), ("dpmpp", 20, 6.0),
 ]
 
 

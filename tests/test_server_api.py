@@ -67,7 +67,10 @@ def test_submit_poll_and_fetch_png_with_provenance(server, client, served_models
 def test_defaults_are_resolved_and_a_random_seed_is_recorded(client):
     job = wait_done(client, submit(client, prompt="a red circle")["id"])
     s = job["settings"]
-    assert (s["sampler"], s["guidance"], s["size"], s["n"], s["steps"]) == ("dpmpp", 4.0, 32, 1, 2)
+    from gambar.generators.diffusion.pipeline import DEFAULTS
+
+    assert (s["sampler"], s["guidance"], s["size"], s["n"], s["steps"]) == (
+        DEFAULTS["sampler"], DEFAULTS["guidance"], 32, 1, 2)
     assert isinstance(s["seed"], int) and job["images"][0]["provenance"]["seed"] == s["seed"]
 
 
