@@ -206,6 +206,25 @@ def test_sample_grid_shows_images_and_similarities(tmp_path):
     assert task.model.training  # sample_grid restores the mode it found
 
 
+def test_a_mix_of_sources_gives_keys_per_source(tmp_path):
+    """`[data] mix`: emoji and glyphs join the shapes; their keys group views of one thing."""
+    recipe = overfit_recipe(tmp_path / "run")
+    recipe["data"] = {"size": 32, "mix": {"shapes": 2, "emoji": 1, "glyphs": 1}}
+    task = ContrastiveTask(recipe)
+    batch = next(task.batches(0, 0, 1, 16))
+    assert batch["images"].shape == (16, 3, 32, 32)
+    prefixes = [k.split(":")[0] for k in batch["keys"]]
+    assert prefixes.count("emoji") == 4 and prefixes.count("glyph") == 4
+    shapes = [k for k in batch["keys"] if ":" not in k]
+    assert len(shapes) == 8
+    assert task.data_summary["mix"] == {"shapes": 2, "emoji": 1, "glyphs": 1}
+    # the same items on a resumed run (batch 1 starts where batch 0 ended)
+    again = next(ContrastiveTask(recipe).batches(1, 0, 1, 8))
+    assert again["captions"] == batch["captions"][8:]
+    loss = task.loss(task.model, batch, torch.Generator())
+    assert torch.isfinite(loss) and loss.item() > 0
+
+
 def test_unknown_data_key_is_an_error(tmp_path):
     recipe = overfit_recipe(tmp_path / "run")
     recipe["data"]["colour"] = "red"

@@ -18,8 +18,10 @@ from gambar.data.loading import CaptionedImages, load_dataset
 from gambar.data.mix import (
     TrainingMix,
     held_out_pairs,
+    item_key,
     named_pairs,
     names_held_out,
+    recipe_mix,
     without_held_out,
 )
 from gambar.data.shapes import ShapesStream
@@ -185,3 +187,33 @@ def test_mix_refuses_sources_that_could_leak(tmp_path: Path):
     assert list(streamed) == [] and streamed.excluded == 1
     with pytest.raises(InvalidInputError, match="one image size"):
         TrainingMix([(ShapesStream(size=16), 1), (ShapesStream(size=32), 1)])
+
+
+def test_recipe_mix_reads_builtin_sources_and_folders(tmp_path: Path):
+    """`[data] mix = {...}`: "shapes" is the stream, other keys are dataset specs by weight."""
+    shapes = ShapesStream(seed=0, size=16, languages=("id",))
+    mix = recipe_mix(shapes, {"shapes": 2, "emoji": 1, str(_folder(tmp_path / "f")): 1})
+    names = [type(s).__name__ for s in mix.sources]
+    assert names == ["ShapesStream", "CaptionedImages", "CaptionedImages"]
+    assert mix.weights == [2, 1, 1]
+    emoji = [mix[i] for i in range(12) if mix.locate(i)[0] == 1]
+    assert len(emoji) == 3 and all(m["source"] == "emoji" for _, _, m in emoji)
+    # the stream's languages reach the built-in source: Indonesian captions only
+    assert all(c in m["captions_id"] for _, c, m in emoji)
+    assert all(not names_held_out(c) for i in range(40) for c in [mix[i][1]])
+    with pytest.raises(InvalidInputError, match="empty"):
+        recipe_mix(shapes, {})
+    with pytest.raises(InvalidInputError):
+        recipe_mix(shapes, {"shapes": 0})
+    with pytest.raises(InvalidInputError):
+        recipe_mix(shapes, {str(tmp_path / "missing"): 1})
+
+
+def test_item_keys_group_views_of_one_thing():
+    skin = {"source": "emoji", "variant_group": "1F44D", "name": "thumbs up: dark skin tone"}
+    plain = {"source": "emoji", "variant_group": "1F44D", "name": "thumbs up"}
+    assert item_key(skin, "a") == item_key(plain, "b") == "emoji:1F44D"
+    serif = {"source": "glyphs", "char_name": "capital letter A", "font": "DejaVu Serif"}
+    sans = {"source": "glyphs", "char_name": "capital letter A", "font": "DejaVu Sans"}
+    assert item_key(serif, "x") == item_key(sans, "y")
+    assert item_key({"source": "coco"}, "a dog") != item_key({"source": "coco"}, "a cat")

@@ -168,6 +168,22 @@ def test_lr_warmup_is_linear_then_constant() -> None:
     assert [lr_at(cfg, s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
 
 
+def test_lr_decays_over_the_last_steps_and_follows_a_longer_run() -> None:
+    cfg = TrainConfig(lr=1.0, steps=10, warmup_steps=2, decay_steps=4, min_lr_ratio=0.1)
+    lrs = [lr_at(cfg, s) for s in range(10)]
+    assert lrs[:6] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert all(a > b for a, b in zip(lrs[5:], lrs[6:], strict=False))  # strictly down
+    assert lrs[-1] == pytest.approx(0.1)
+    # extending the run (resume with more steps) moves the decay to the new end
+    longer = TrainConfig(lr=1.0, steps=20, warmup_steps=2, decay_steps=4, min_lr_ratio=0.1)
+    assert [lr_at(longer, s) for s in range(16)][-1] == 1.0
+    assert lr_at(longer, 19) == pytest.approx(0.1)
+    with pytest.raises(InvalidInputError, match="decay_steps"):
+        TrainConfig(steps=10, warmup_steps=5, decay_steps=6)
+    with pytest.raises(InvalidInputError, match="min_lr_ratio"):
+        TrainConfig(min_lr_ratio=1.5)
+
+
 def test_train_config_checks_keys_and_values() -> None:
     assert train_config({"train": {"lr": 1}}).lr == 1.0
     with pytest.raises(InvalidInputError, match="unknown key 'train.lrr'"):

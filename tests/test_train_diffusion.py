@@ -44,3 +44,22 @@ def test_train_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert "unet-xxl" in err[1] and "lrr" in err[2]
+
+
+def test_a_data_mix_trains_on_emoji_and_shapes(tmp_path):
+    """`[data] mix`: batches interleave the shapes stream with emoji by weight, and train."""
+    import torch
+
+    from gambar.config import load_recipe
+    from gambar.generators.diffusion.training import DiffusionTask
+
+    recipe = load_recipe(RECIPE)
+    recipe["data"]["mix"] = {"shapes": 1, "emoji": 1}
+    task = DiffusionTask(recipe)
+    batch = next(task.batches(0, 0, 1, 8))
+    shapes = task.stream.take(0, 4)
+    assert batch["captions"][0::2] == [s.caption for s in shapes]
+    assert task.mix is not None and all(task.mix[i][2]["source"] == "emoji" for i in (1, 3, 5))
+    assert batch["images"].shape[0] == 8 and task.data_summary["mix"] == {"shapes": 1, "emoji": 1}
+    loss = task.loss(task.model, batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)

@@ -1,6 +1,7 @@
 """The contrastive family's TrainingTask: shapes stream, symmetric InfoNCE, similarity grids.
 
-Recipe sections: `[data]` (source, size, seed, languages, limit), `[text]` (kind + small-encoder
+Recipe sections: `[data]` (source, size, seed, languages, limit, and `mix = {shapes = 6, emoji =
+1, glyphs = 1}` to train on a weighted mix with gambar's other data), `[text]` (kind + small-encoder
 sizes), `[model]` (preset + ContrastiveConfig keys), `[train]` (the shared loop's).
 """
 
@@ -24,6 +25,7 @@ from gambar.contrastive.model import (
     ContrastiveNet,
     contrastive_loss,
 )
+from gambar.data.mix import item_key, recipe_mix
 from gambar.data.shapes import SPLIT_SEEDS, ShapesStream, to_tensor
 from gambar.data.shapes_vocab import MIRRORED_RELATION, ObjectSpec, SceneSpec
 from gambar.errors import InvalidInputError
@@ -82,6 +84,9 @@ class ContrastiveTask:
         # retrieval on them measures zero-shot composition.
         self.stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
                                    languages=tuple(data.pop("languages", ("en", "id"))))
+        weights = data.pop("mix", None)
+        self.mix = None if weights is None else recipe_mix(
+            self.stream, weights, seed=self.stream.seed)
         if data:
             raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
         if self.limit < 0:
@@ -89,25 +94,36 @@ class ContrastiveTask:
         text = dict(recipe.get("text", {"kind": "small"}))
         kind = text.pop("kind", "small")
         n_captions = min(TOKENIZER_CAPTIONS, self.limit or TOKENIZER_CAPTIONS)
-        captions = [self.stream[i].caption for i in range(n_captions)] if kind == "small" else []
+        captions = [self._item(i)[1] for i in range(n_captions)] if kind == "small" else []
         self.text = TextSetup.build(kind, captions, **text)
         self.cfg = _model_config(recipe.get("model", {}), size)
         self.model = ContrastiveNet(self.cfg, self.text.dim, self.text.trainable)
         self.name = str(recipe.get("name", "contrastive"))
         self.data_summary = {"source": source, "size": size, "seed": self.stream.seed,
-                             "languages": list(self.stream.languages), "limit": self.limit}
+                             "languages": list(self.stream.languages), "limit": self.limit,
+                             "mix": dict(weights or {"shapes": 1})}
 
-    def _item(self, index: int) -> Any:
-        return self.stream[index % self.limit if self.limit else index]
+    def _item(self, index: int) -> tuple[torch.Tensor, str, str]:
+        """(image, caption, key) of training item `index`; equal keys show the same thing."""
+        index = index % self.limit if self.limit else index
+        if self.mix is None:
+            sample = self.stream[index]
+        else:
+            source, n = self.mix.locate(index)
+            if not isinstance(self.mix.sources[source], ShapesStream):
+                image, caption, meta = self.mix[index]
+                return image, caption, item_key(meta, caption)
+            sample = self.mix.sources[source][n]
+        return to_tensor(sample.image), sample.caption, scene_key(sample.scene)
 
     def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
         """Endless batches {"images" (B, 3, S, S), "captions", "keys"}; rank r of W disjoint."""
         for b in itertools.count(start):
             first = (b * world_size + rank) * batch_size
             items = [self._item(i) for i in range(first, first + batch_size)]
-            yield {"images": torch.stack([to_tensor(s.image) for s in items]),
-                   "captions": [s.caption for s in items],
-                   "keys": [scene_key(s.scene) for s in items]}
+            yield {"images": torch.stack([image for image, _, _ in items]),
+                   "captions": [caption for _, caption, _ in items],
+                   "keys": [key for _, _, key in items]}
 
     def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
         """Symmetric InfoNCE over the batch (Radford et al. 2021); needs no randomness."""

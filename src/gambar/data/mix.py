@@ -11,7 +11,7 @@ sees it. Shapes sources are checked by construction (they must not allow held-ou
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 
 from gambar.data.formats import Record
 from gambar.data.formats.webdataset import WebDataset
-from gambar.data.loading import CaptionedImages, to_tensor
+from gambar.data.loading import BUILTIN, CaptionedImages, load_dataset, to_tensor
 from gambar.data.shapes import ShapesStream
 from gambar.data.shapes_vocab import COLORS_ID, HELD_OUT, SHAPES_ID
 from gambar.errors import InvalidInputError
@@ -217,3 +217,37 @@ class TrainingMix:
 def _permutation(seed: int, source: int, epoch: int, n: int) -> np.ndarray:
     """The order of a source's items in one of its epochs."""
     return np.random.default_rng([seed, source, epoch]).permutation(n)
+
+
+def recipe_mix(stream: ShapesStream, weights: Mapping[str, int], *, seed: int = 0
+               ) -> TrainingMix:
+    """The training mix a recipe's `[data] mix = {shapes = 6, emoji = 1, glyphs = 1}` names.
+
+    "shapes" is `stream`; every other key is a `load_dataset` spec (the built-in "emoji" and
+    "glyphs", captioned in the stream's languages, or a dataset path) read at the stream's size,
+    train split.
+    """
+    if not weights:
+        raise InvalidInputError("data.mix is empty; name at least one source with a weight")
+    sources: list[tuple[CaptionedImages | ShapesStream, int]] = []
+    for spec, weight in weights.items():
+        if spec == "shapes":
+            sources.append((stream, weight))
+            continue
+        options: dict[str, Any] = {"languages": stream.languages} if spec in BUILTIN else {}
+        # Built-in sources are drawn from installed fonts: nothing to verify on disk.
+        dataset = load_dataset(spec, stream.size, "train", seed=seed,
+                               verify=spec not in BUILTIN, **options)
+        sources.append((dataset, weight))
+    return TrainingMix(sources, seed=seed)
+
+
+def item_key(meta: Mapping[str, Any], caption: str) -> str:
+    """What a non-shapes mix item shows, for contrastive losses that must not call two views of
+    one thing negatives: an emoji's variant group (skin tones), a glyph's character (any font)."""
+    source = meta.get("source", "")
+    if source == "emoji" and meta.get("variant_group"):
+        return f"emoji:{meta['variant_group']}"
+    if source == "glyphs" and meta.get("char_name"):
+        return f"glyph:{meta['char_name']}"
+    return f"{source}:{meta.get('name') or caption}"

@@ -12,6 +12,7 @@ A recipe TOML looks like:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr
+    # Warm-up, constant, then a cosine decay over the last `decay_steps` down to lr * min_lr_ratio
+    # ("warmup-stable-decay"): the decay hangs off the final step, so a run can be extended with
+    # --resume and a larger `steps` before it starts decaying, with no scheduler state to carry.
+    decay_steps: int = 0
+    min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     ema_decay: float = 0.999
     ema_start: int = 0  # before this step the EMA copies the weights (early weights are noise)
@@ -44,11 +50,19 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"train.{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "ema_start", "sample_every", "grad_clip", "weight_decay"):
+        for name in ("warmup_steps", "decay_steps", "ema_start", "sample_every", "grad_clip",
+                     "weight_decay"):
             if getattr(self, name) < 0:
                 raise InvalidInputError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.decay_steps and self.decay_steps + self.warmup_steps > self.steps:
+            raise InvalidInputError(
+                f"train.warmup_steps + train.decay_steps ({self.warmup_steps} + "
+                f"{self.decay_steps}) must not exceed train.steps ({self.steps})")
         if not self.lr > 0:
             raise InvalidInputError(f"train.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise InvalidInputError(
+                f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InvalidInputError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -59,7 +73,12 @@ def train_config(recipe: dict[str, Any]) -> TrainConfig:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warm-up, then constant."""
+    """Learning rate for optimizer step `step` (0-based): warm-up, constant, cosine decay."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    decay_from = cfg.steps - cfg.decay_steps
+    if cfg.decay_steps and step >= decay_from:
+        progress = (step - decay_from + 1) / cfg.decay_steps  # 1.0 at the last step
+        floor = cfg.lr * cfg.min_lr_ratio
+        return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.lr

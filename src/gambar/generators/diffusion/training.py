@@ -1,4 +1,9 @@
-"""The diffusion family's TrainingTask: data stream, loss, sample grids and export."""
+"""The diffusion family's TrainingTask: data stream, loss, sample grids and export.
+
+`[data]`: source ("shapes"), size, seed, languages, and optionally `mix = {shapes = 6, emoji = 1,
+glyphs = 1}` to train on a weighted mix of the shapes stream and other datasets (held-out pairs
+filtered from every source).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import torch
 from PIL import Image
 
 from gambar.config import dataclass_from_dict
+from gambar.data.mix import recipe_mix
 from gambar.data.shapes import ShapesStream, to_tensor
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
@@ -58,11 +64,14 @@ class DiffusionTask:
         self.cfg = replace(self.cfg, image_size=size)
         self.stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
                                    languages=tuple(data.pop("languages", ("en", "id"))))
+        weights = data.pop("mix", None)
+        self.mix = None if weights is None else recipe_mix(
+            self.stream, weights, seed=self.stream.seed)
         if data:
             raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
         text = dict(recipe.get("text", {"kind": "minilm"}))
         kind = text.pop("kind", "minilm")
-        captions = ([self.stream[i].caption for i in range(TOKENIZER_CAPTIONS)]
+        captions = ([self._item(i)[1] for i in range(TOKENIZER_CAPTIONS)]
                     if kind == "small" else [])
         self.text = TextSetup.build(kind, captions, **text)
         unet_cfg = _unet_config(recipe.get("unet", {}), self.text.dim)
@@ -74,13 +83,23 @@ class DiffusionTask:
         self.name = str(recipe.get("name", "model"))
         self.data_summary = {"source": source, "size": size, "seed": self.stream.seed,
                              "languages": list(self.stream.languages)}
+        if weights is not None:
+            self.data_summary["mix"] = dict(weights)
+
+    def _item(self, index: int) -> tuple[torch.Tensor, str]:
+        """(image, caption) of training item `index`: the shapes stream's, or the mix's."""
+        if self.mix is not None:
+            image, caption, _ = self.mix[index]
+            return image, caption
+        sample = self.stream[index]
+        return to_tensor(sample.image), sample.caption
 
     def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
         for b in itertools.count(start):
             first = (b * world_size + rank) * batch_size
-            items = [self.stream[i] for i in range(first, first + batch_size)]
-            yield {"images": torch.stack([to_tensor(s.image) for s in items]),
-                   "captions": [s.caption for s in items]}
+            items = [self._item(i) for i in range(first, first + batch_size)]
+            yield {"images": torch.stack([image for image, _ in items]),
+                   "captions": [caption for _, caption in items]}
 
     def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
         captions = list(batch["captions"])
