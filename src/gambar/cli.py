@@ -17,6 +17,7 @@ EPILOG = """examples:
   gambar info outputs/a-red-circle-7.png
   gambar generate --replay outputs/a-red-circle-7.png
   gambar train configs/tiny.toml
+  gambar sheet --seeds 0 1 2 3 -o sample-sheet.png
 """
 
 
@@ -48,6 +49,31 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", metavar="IMAGE.png",
                    help="make the same image again from the provenance stored in IMAGE.png")
     p.add_argument("--batch-size", type=int, default=8, help="images per network batch")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _sheet_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sheet", help="draw a labelled sample sheet (prompts x seeds)",
+        description="Draw every prompt with every seed into one labelled PNG grid (rows: prompts, "
+        "columns: seeds). Without prompts it draws a built-in set: English and Indonesian, every "
+        "suite category, the held-out pairs (marked) and a few emoji names. The PNG keeps every "
+        "image's provenance.",
+    )
+    p.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts, one row each")
+    p.add_argument("--prompts-file", metavar="FILE", help="a text file with one prompt per line")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], metavar="S",
+                   help="one column per seed (default: 0 1 2 3)")
+    p.add_argument("--model", default="default", metavar="NAME|PATH",
+                   help="a built-in model name or a saved model directory (default: default)")
+    p.add_argument("-o", "--out", default="sample-sheet.png", metavar="FILE.png",
+                   help="output file (default: sample-sheet.png)")
+    p.add_argument("--scale", type=int, default=2, help="pixel scale of each image (default 2)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    p.add_argument("--sampler", choices=["dpmpp", "ddim", "ddpm", "euler"],
+                   help="sampler (default: the model's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -177,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_parser(sub)
     _serve_parser(sub)
     _evaluate_parser(sub)
+    _sheet_parser(sub)
     info = sub.add_parser("info", help="print the provenance stored in a generated PNG")
     info.add_argument("image", help="a PNG written by gambar")
     return parser
@@ -211,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gambar.commands.evaluate import run_evaluate
 
             run_evaluate(args)
+        elif args.command == "sheet":
+            from gambar.commands.sheet import run_sheet
+
+            run_sheet(args)
         elif args.command == "info":
             from gambar.provenance import format_provenance, read_provenance
 

@@ -1,0 +1,50 @@
+"""`gambar sheet`: a labelled grid of prompts x seeds from one model, with provenance."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gambar.errors import InvalidInputError
+from gambar.pipeline import load
+from gambar.provenance import save_png
+from gambar.seeding import check_seed
+from gambar.sheet import DEFAULT_PROMPTS, SheetLayout, compose_sheet, label
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    """Prompts from the command line, a file (one per line, # comments), or the defaults."""
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise InvalidInputError(f"prompts file not found: {path}")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        prompts = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
+    else:
+        prompts = list(args.prompts or DEFAULT_PROMPTS)
+    if not prompts:
+        raise InvalidInputError("no prompts to draw")
+    return prompts
+
+
+def run_sheet(args: argparse.Namespace) -> Path:
+    """Draw every prompt with every seed and write one labelled PNG."""
+    prompts = read_prompts(args)
+    seeds = [check_seed(s) for s in args.seeds]
+    if not seeds:
+        raise InvalidInputError("give at least one seed")
+    if args.scale < 1:
+        raise InvalidInputError(f"--scale must be at least 1, not {args.scale}")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InvalidInputError(f"{out} exists; pass --overwrite to replace it")
+    pipe = load(args.model)
+    options = {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler}
+    flat = pipe.generate([p for p in prompts for _ in seeds], seeds=seeds * len(prompts),
+                         progress=not args.quiet, **options)
+    rows = [flat[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(prompts))]
+    sheet = compose_sheet(rows, [label(p) for p in prompts], seeds, SheetLayout(scale=args.scale))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_png(out, sheet, {"sheet_of": [g.provenance for g in flat]}, overwrite=args.overwrite)
+    print(out)
+    return out
