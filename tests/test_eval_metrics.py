@@ -15,10 +15,12 @@ from gambar.contrastive.model import ImageTower
 from gambar.contrastive.task import scene_key
 from gambar.data.prompts import parse_prompt
 from gambar.data.shapes import fixed_split
+from gambar.errors import InvalidInputError
 from gambar.evaluation.clip_score import (
     CLIPSCORE_WEIGHT,
     clip_scores,
     describes,
+    name_r_precision,
     r_precision_hits,
     retrieval_top1,
 )
@@ -224,6 +226,37 @@ def test_r_precision_distractors_never_describe_the_image():
     loose = KeyModel([scene_key(parse_prompt("a red circle"))])
     hits = r_precision_hits(loose, [Image.new("RGB", (8, 8))], ["a red circle"], scenes, ["en"])
     assert hits == [True]
+
+
+class NameModel(KeyModel):
+    """Embeds a text by its own words and an image by the name it was drawn from."""
+
+    def embed_texts(self, texts):
+        return torch.stack([self._vec(t) for t in texts])
+
+
+def test_name_r_precision_oracle_chance_and_groups():
+    names = [f"thing {k}" for k in range(120)]
+    groups = [f"g{k}" for k in range(120)]
+    images = [Image.new("RGB", (8, 8))] * 5
+    assert name_r_precision(NameModel(names[:5]), images, names[:5], groups[:5],
+                            distractors=3) == [True] * 5
+    # the oracle ranks each image's own name first among 99 drawn from the other 119
+    all_images = [Image.new("RGB", (8, 8))] * 120
+    assert all(name_r_precision(NameModel(names), all_images, names, groups))
+    assert not any(name_r_precision(NameModel(names, sign=-1.0), all_images, names, groups))
+    # images shown with a wrong name score ~chance: 1 in 100
+    shuffled = names[1:] + names[:1]
+    assert np.mean(name_r_precision(NameModel(shuffled), all_images, names, groups)) < 0.1
+    # a variant of the same group is never a distractor, even under another name
+    same = ["thumbs up", "thumbs up: dark skin tone"] + names[:100]
+    grp = ["1F44D", "1F44D"] + groups[:100]
+    hits = name_r_precision(NameModel(["thumbs up: dark skin tone"] * 2 + names[:100]),
+                            [Image.new("RGB", (8, 8))] * 102, same, grp)
+    # image 1 wins: its same-group twin name is no distractor; image 0 shows the other variant
+    assert hits[1] and not hits[0]
+    with pytest.raises(InvalidInputError, match="distractor"):
+        name_r_precision(NameModel(names[:5]), images, names[:5], groups[:5])
 
 
 def tiny_clip():

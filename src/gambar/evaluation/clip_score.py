@@ -5,6 +5,7 @@
   with one relevant caption, R-precision is the share of images whose true caption ranks first.
   Distractors are captions that do *not* describe the image: on shapes, captions whose labels
   differ (see `describes`), so a wording variant or a looser caption never counts against a model.
+- R-precision over names (emoji): the true name among 99 names of other emoji.
 - Zero-shot retrieval of the contrastive model itself on held-out (colour, shape) pairs, which it
   never saw in training (`contrastive_report`).
 """
@@ -155,6 +156,33 @@ def r_precision_hits(model: ContrastiveModel, images: Sequence[Image.Image],
         chosen = torch.as_tensor(rng.choice(allowed, size=distractors, replace=False))
         rivals = pool.embeddings[chosen] @ image_emb[i]  # (distractors,)
         hits.append(bool(true_sim[i] > rivals.max()))
+    return hits
+
+
+def name_r_precision(model: ContrastiveModel, images: Sequence[Image.Image],
+                     names: Sequence[str], groups: Sequence[str], *,
+                     distractors: int = DISTRACTORS, seed: int = 0) -> list[bool]:
+    """R-precision over named things (emoji): per image, does its name outrank `distractors`
+    names of *other* groups (an emoji's skin-tone variants share a group, so a variant's name is
+    never a distractor)? Distractors for image i come from rng([seed, i]); a tie is a miss."""
+    if not len(images) == len(names) == len(groups):
+        raise InvalidInputError("images, names and groups must have equal lengths")
+    unique = sorted(set(names))
+    index = {name: k for k, name in enumerate(unique)}
+    name_emb = model.embed_texts(unique)  # (U, E)
+    image_emb = model.embed_images(images)  # (N, E)
+    groups_of: dict[str, set[str]] = {}
+    for name, group in zip(names, groups, strict=True):
+        groups_of.setdefault(name, set()).add(group)
+    hits = []
+    for i, (name, group) in enumerate(zip(names, groups, strict=True)):
+        allowed = [index[n] for n in unique if n != name and group not in groups_of[n]]
+        if len(allowed) < distractors:
+            raise InvalidInputError(f"only {len(allowed)} distractor names for {name!r}")
+        rng = np.random.default_rng([seed, i])
+        chosen = torch.as_tensor(rng.choice(allowed, size=distractors, replace=False))
+        true = name_emb[index[name]] @ image_emb[i]
+        hits.append(bool(true > (name_emb[chosen] @ image_emb[i]).max()))
     return hits
 
 
