@@ -54,10 +54,11 @@ def test_existing_file_is_never_overwritten_silently(tiny_model_dir, in_tmp, cap
 
 def test_info_and_replay_reproduce_pixels(tiny_model_dir, in_tmp, capsys):
     assert gen(tiny_model_dir, "dua bintang biru", "-n", "2", "--seed", "3", "-o", "x.png",
-               "--sampler", "ddpm", "--guidance", "2.5", "--negative", "red") == 0
+               "--sampler", "ddpm", "--guidance", "2.5", "--negative", "red",
+               "--precision", "bf16") == 0
     assert main(["info", "x-1.png"]) == 0
     out = capsys.readouterr().out
-    assert "dua bintang biru" in out and "ddpm" in out and "2.5" in out
+    assert "dua bintang biru" in out and "ddpm" in out and "2.5" in out and "bf16" in out
     assert main(["generate", "--model", str(tiny_model_dir), "--replay", "x-1.png",
                  "-o", "y.png", "-q"]) == 0
     a = np.asarray(Image.open(in_tmp / "x-1.png"))

@@ -27,6 +27,20 @@ def test_seed_gives_same_image_whatever_the_batch(pipe):
     assert np.abs(pixels(batch[0]) - pixels(batch[2])).max() > 10, "seeds 11 and 13 look alike"
 
 
+def test_bf16_precision_is_close_seed_invariant_and_recorded(pipe):
+    prompts = ["a red circle", "dua bintang biru", "a red circle"]
+    fp32 = pipe.generate(prompts, seeds=[11, 12, 13], steps=6, progress=False)
+    bf16 = pipe.generate(prompts, seeds=[11, 12, 13], steps=6, precision="bf16", progress=False)
+    for k, (p, s) in enumerate(zip(prompts, [11, 12, 13], strict=True)):
+        alone = pipe.generate([p], seeds=[s], steps=6, precision="bf16", progress=False)[0]
+        assert np.abs(pixels(alone) - pixels(bf16[k])).max() <= 1  # 1/255 per pixel
+        # bf16 arithmetic moves pixels a little, never redraws the image
+        assert np.abs(pixels(fp32[k]) - pixels(bf16[k])).mean() < 4
+    assert bf16[0].provenance["precision"] == "bf16"
+    assert bf16[0].provenance["dtype"] == "bfloat16"
+    assert fp32[0].provenance["precision"] == "fp32"
+
+
 @pytest.mark.parametrize("sampler", ["dpmpp", "ddim", "ddpm", "euler"])
 def test_every_sampler_draws_and_is_deterministic(pipe, sampler):
     a = pipe.generate(["a red circle"], seeds=[5], steps=4, sampler=sampler, progress=False)[0]
@@ -81,6 +95,7 @@ def test_save_load_gives_identical_images(tmp_path):
         ({"sampler": "plms"}, "unknown sampler"),
         ({"seeds": [-1]}, "seed must be between"),
         ({"batch_size": 0}, "batch size must be"),
+        ({"precision": "fp16"}, "precision must be one of"),
     ],
 )
 def test_bad_options_give_clear_errors(pipe, kwargs, message):

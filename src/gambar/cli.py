@@ -40,6 +40,9 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--negative", default="", metavar="TEXT",
                    help="negative prompt: what the image should not look like")
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's, 64)")
+    p.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="network arithmetic: bf16 is faster on CPUs with bfloat16 units, pixels "
+                   "differ by a few levels (default: the model's, fp32)")
     p.add_argument("--model", default="default", metavar="NAME|PATH",
                    help="a built-in model name or a saved model directory (default: default)")
     p.add_argument("-o", "--output", metavar="FILE.png",

@@ -48,7 +48,7 @@ def _replay_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], lis
     try:
         options = {"negative_prompt": prov["negative_prompt"], "steps": prov["steps"],
                    "guidance": prov["guidance"], "sampler": prov["sampler"], "size": prov["size"],
-                   **prov.get("sampler_options", {})}
+                   "precision": prov.get("precision", "fp32"), **prov.get("sampler_options", {})}
         return prov["prompt"], options, [int(prov["seed"])]
     except KeyError as exc:
         raise InvalidInputError(f"{args.replay}: its provenance lacks {exc}") from None
@@ -69,7 +69,8 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
         first = check_seed(args.seed) if args.seed is not None else random_seed()
         seeds = [first + k for k in range(args.num_images)]
         options = {"negative_prompt": args.negative, "steps": args.steps,
-                   "guidance": args.guidance, "sampler": args.sampler, "size": args.size}
+                   "guidance": args.guidance, "sampler": args.sampler, "size": args.size,
+                   "precision": args.precision}
         expected = None
     if not prompt.strip():
         raise InvalidInputError('the prompt is empty; give a description, e.g. "a red circle"')
