@@ -2,7 +2,8 @@
 
 Prints one JSON object. In one run it measures
 - the machine's peak: best of a large fp32/bf16 matmul and a 3x3 convolution (GFLOP/s);
-- gambar: `gambar.load(model).generate` at batch 1 with the model's default sampler settings;
+- gambar: `gambar.load(model).generate` at batch 1 with the model's default sampler settings,
+  in fp32 and with `precision="bf16"` (autocast);
 - diffusers: a UNet2DConditionModel of about the same size and levels (64 px, 3 levels, cross
   attention to 384-d text states) driven by DPMSolverMultistepScheduler for the same number of
   steps with classifier-free guidance — the closest diffusers equivalent of the same network;
@@ -100,8 +101,13 @@ def main() -> None:
     def ours() -> None:
         pipe.generate(["a red circle above a blue square"], seeds=[0], progress=False)
 
+    def ours_bf16() -> None:
+        pipe.generate(["a red circle above a blue square"], seeds=[0], precision="bf16",
+                      progress=False)
+
     ours_s = best_time(ours, args.repeats)
     ours_flops = count_flops(ours)
+    bf16_s = best_time(ours_bf16, args.repeats)
     theirs, their_params = diffusers_sampler(steps, guidance)
     theirs_s = best_time(theirs, args.repeats)
     theirs_flops = count_flops(theirs)
@@ -113,11 +119,14 @@ def main() -> None:
         "gambar": {"seconds_per_image": round(ours_s, 3),
                    "params": sum(p.numel() for p in pipe.model.parameters()),
                    "gflop_per_image": round(ours_flops / 1e9, 2),
-                   "fraction_of_peak": round(ours_flops / ours_s / 1e9 / best_peak, 3)},
+                   "fraction_of_peak": round(ours_flops / ours_s / 1e9 / best_peak, 3),
+                   "bf16_seconds_per_image": round(bf16_s, 3),
+                   "bf16_fraction_of_peak": round(ours_flops / bf16_s / 1e9 / best_peak, 3)},
         "diffusers": {"seconds_per_image": round(theirs_s, 3), "params": their_params,
                       "gflop_per_image": round(theirs_flops / 1e9, 2),
                       "fraction_of_peak": round(theirs_flops / theirs_s / 1e9 / best_peak, 3)},
         "speed_ratio_diffusers_over_gambar": round(theirs_s / ours_s, 2),
+        "speed_ratio_diffusers_over_gambar_bf16": round(theirs_s / bf16_s, 2),
     }, indent=2))
 
 
