@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,31 @@ def test_bf16_mixed_precision_runs(tmp_path: Path) -> None:
     assert all(math.isfinite(r["loss"]) for r in _log(run_dir))
     weights = load_file(run_dir / "checkpoint" / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in weights.values())  # autocast, fp32 master weights
+
+
+class SlowToyTask(ToyTask):
+    """A toy step that takes at least 20 ms, so a wall-time budget is spent in a few steps."""
+
+    def loss(self, model, batch, generator):
+        time.sleep(0.02)
+        return super().loss(model, batch, generator)
+
+
+def test_time_budget_stops_exports_and_resumes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    recipe = toy_recipe(run_dir, steps=10_000, max_minutes=0.005, log_every=1000)  # 0.3 s
+    model_dir = train(SlowToyTask, recipe, progress=False)
+    config = json.loads((model_dir / "config.json").read_text())
+    stopped = config["steps"]
+    assert 3 <= stopped < 100 and config["wall_time_s"] >= 0.3
+    assert math.isfinite(config["final_loss"])  # the partial log window was written
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"] == stopped
+    longer = toy_recipe(run_dir, steps=10_000, max_minutes=0.01, log_every=1000)
+    config = json.loads((train(SlowToyTask, longer, resume=True, progress=False)
+                         / "config.json").read_text())
+    assert stopped < config["steps"] < 10_000 and config["wall_time_s"] >= 0.6
+    with pytest.raises(InvalidInputError, match="max_minutes"):
+        TrainConfig(max_minutes=-1)
 
 
 def test_recipe_changes_lists_edits_but_not_steps() -> None:

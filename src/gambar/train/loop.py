@@ -267,8 +267,19 @@ def _loop(run: Run, state: CheckpointState, *, progress: bool) -> float | None:
             if cfg.sample_every and done % cfg.sample_every == 0 and run.is_main:
                 save_samples(run.task, run.ema, run.run_dir, done)
             stop = _should_stop(accelerator, stop_requested())
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop:
+            # A wall-time budget (equal-time comparisons, "train for an hour"): every rank stops
+            # at the same step once any rank's total time, resumed parts included, is spent.
+            spent = _should_stop(accelerator, bool(cfg.max_minutes)
+                                 and state.wall_time >= cfg.max_minutes * 60)
+            if spent and window:
+                last_loss = _log(run, window, lr_at(cfg, step), state)
+                window = []
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop or spent:
                 _checkpoint(run, state)
+            if spent and not stop:
+                bar.write(f"time budget of {cfg.max_minutes:g} min spent at step {done}: "
+                          "exporting the model (raise train.max_minutes and --resume to go on)")
+                break
             if stop:
                 bar.write(
                     f"interrupted: checkpoint saved at step {done} in {run.run_dir}; "

@@ -44,6 +44,9 @@ class TrainConfig:
     log_every: int = 10
     run_dir: str = "runs/gambar"
     mixed_precision: Literal["no", "bf16"] = "no"
+    # Stop (checkpoint, export) once the run's total wall time reaches this; 0 = no budget.
+    # With a budget, `steps` is an upper bound (it still places the LR decay).
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "log_every")
@@ -51,7 +54,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"train.{name} must be positive, got {getattr(self, name)}")
         for name in ("warmup_steps", "decay_steps", "ema_start", "sample_every", "grad_clip",
-                     "weight_decay"):
+                     "weight_decay", "max_minutes"):
             if getattr(self, name) < 0:
                 raise InvalidInputError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.decay_steps and self.decay_steps + self.warmup_steps > self.steps:
