@@ -63,3 +63,19 @@ def test_a_data_mix_trains_on_emoji_and_shapes(tmp_path):
     assert batch["images"].shape[0] == 8 and task.data_summary["mix"] == {"shapes": 1, "emoji": 1}
     loss = task.loss(task.model, batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", ["default.toml", "ablation/encoder-frozen.toml",
+                                  "ablation/encoder-small.toml"])
+def test_shipped_diffusion_recipes_parse(name):
+    """Every shipped diffusion recipe names known sections, keys and presets."""
+    from gambar.config import dataclass_from_dict, load_recipe
+    from gambar.generators.diffusion.config import DiffusionConfig
+    from gambar.generators.diffusion.unet import PRESETS
+    from gambar.train.recipe import train_config
+
+    recipe = load_recipe(Path(__file__).parents[1] / "configs" / name)
+    assert recipe["family"] == "diffusion" and recipe["unet"]["preset"] in PRESETS
+    dataclass_from_dict(DiffusionConfig, recipe["diffusion"])
+    cfg = train_config(recipe)
+    assert cfg.run_dir.startswith("runs/")
