@@ -271,12 +271,13 @@ class ContrastiveModel:
             **self.extra,
         }
 
-    def save(self, path: Path) -> None:
-        """Write config.json + model.safetensors (+ tokenizer.json of a trainable encoder)."""
+    def save(self, path: Path, *, dtype: torch.dtype = torch.float32) -> None:
+        """Write config.json + model.safetensors (+ tokenizer.json of a trainable encoder);
+        `dtype` is the storage type (fp16 for shipped weights; loading gives fp32)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.text.save_files(path)
-        self.sha256 = save_model_dir(path, self.net, self.config_dict())
+        self.sha256 = save_model_dir(path, self.net, self.config_dict(), dtype=dtype)
         self.name = self.extra.get("name", path.name)
 
     @classmethod

@@ -1,0 +1,47 @@
+"""Copy a trained model directory into the package as a built-in model, stored in fp16.
+
+    python scripts/ship_model.py runs/default/model src/gambar/weights/default
+    python scripts/ship_model.py runs/contrastive/model src/gambar/weights/contrastive
+
+Weights are rounded to fp16 for storage (loading gives fp32 again); the model card (README.md)
+already in the destination is kept; the new directory replaces the old one atomically. Prints the
+new model hash and the size of the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from gambar.fsutil import replace_dir
+from gambar.model_dir import WEIGHTS, read_config
+from gambar.registry import pipeline_class
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="a saved model directory (e.g. runs/x/model)")
+    parser.add_argument("dest", type=Path, help="the built-in model directory to write")
+    args = parser.parse_args()
+    family = read_config(args.source)["family"]
+    model = pipeline_class(family).load(args.source)
+    args.dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
+        staged = Path(tmp) / args.dest.name
+        model.save(staged, dtype=torch.float16)
+        card = args.dest / "README.md"
+        if card.is_file():
+            shutil.copy2(card, staged / "README.md")
+        replace_dir(staged, args.dest)
+    size = (args.dest / WEIGHTS).stat().st_size / 2**20
+    print(f"{args.dest}: {family} model {model.sha256[:12]}, weights {size:.1f} MiB (fp16)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""scripts/ship_model.py: a trained model becomes a built-in one, fp16, card kept, same images."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+import gambar
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "ship_model.py"
+
+
+def test_ship_model_stores_fp16_keeps_the_card_and_draws_alike(tiny_model_dir, tmp_path):
+    dest = tmp_path / "weights" / "tiny"
+    dest.mkdir(parents=True)
+    (dest / "README.md").write_text("# model card\n")
+    (dest / "stale.bin").write_text("from the old model")
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tiny_model_dir), str(dest)],
+                          capture_output=True, text=True, check=True)
+    assert "fp16" in done.stdout
+    assert (dest / "README.md").read_text() == "# model card\n"
+    assert not (dest / "stale.bin").exists()  # the old directory is replaced whole
+    with safe_open(str(dest / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
+    a = gambar.load(tiny_model_dir).generate(["a red circle"], seeds=[3], steps=4, progress=False)
+    b = gambar.load(dest).generate(["a red circle"], seeds=[3], steps=4, progress=False)
+    diff = np.abs(np.asarray(a[0].image, int) - np.asarray(b[0].image, int))
+    assert diff.mean() < 2  # fp16 storage rounds weights, it does not change the model
