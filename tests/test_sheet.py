@@ -43,3 +43,14 @@ def test_prompts_file_and_default_set(tmp_path, capsys):
     marked = [p for p in DEFAULT_PROMPTS if label(p).endswith("[held-out]")]
     assert len(marked) >= 3 and label("a red circle") == "a red circle"
     assert any(p.split()[0] in ("sebuah", "tiga", "segitiga", "hati") for p in DEFAULT_PROMPTS)
+
+
+def test_labels_count_what_the_judge_accepts():
+    from gambar.data.shapes import fixed_split
+    from gambar.pipeline import Generated
+
+    sample = fixed_split("val", 1, 64)[0]
+    right = Generated(sample.image, {})
+    blank = Generated(Image.new("RGB", (64, 64), (255, 255, 255)), {})
+    assert label(sample.caption, [right, blank, right]).endswith("(2/3 judged right)")
+    assert label("a red apple", [blank]) == "a red apple"  # not a shapes prompt: no verdict

@@ -62,9 +62,22 @@ def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font: ImageFont.Imag
     return [*lines, line] if line else lines
 
 
-def label(prompt: str) -> str:
-    """The row label: the prompt, marked when it names a held-out pair."""
-    return f"{prompt}  [held-out]" if held_out_pairs(prompt) else prompt
+def label(prompt: str, images: Sequence[Generated] = ()) -> str:
+    """The row label: the prompt, marked when it names a held-out pair, and for a prompt of the
+    shapes grammar how many of the row's images the compositional judge accepts."""
+    text = f"{prompt}  [held-out]" if held_out_pairs(prompt) else prompt
+    if images:
+        from gambar.data.prompts import parse_prompt
+        from gambar.errors import InvalidInputError
+        from gambar.evaluation.compositional import judge
+
+        try:
+            scene = parse_prompt(prompt)
+        except InvalidInputError:
+            return text  # not a shapes prompt (an emoji name): nothing to judge
+        right = sum(judge(g.image, scene).correct for g in images)
+        text += f"  ({right}/{len(images)} judged right)"
+    return text
 
 
 def compose_sheet(rows: Sequence[Sequence[Generated]], labels: Sequence[str],

@@ -43,7 +43,8 @@ def run_sheet(args: argparse.Namespace) -> Path:
     flat = pipe.generate([p for p in prompts for _ in seeds], seeds=seeds * len(prompts),
                          progress=not args.quiet, **options)
     rows = [flat[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(prompts))]
-    sheet = compose_sheet(rows, [label(p) for p in prompts], seeds, SheetLayout(scale=args.scale))
+    labels = [label(p, row) for p, row in zip(prompts, rows, strict=True)]
+    sheet = compose_sheet(rows, labels, seeds, SheetLayout(scale=args.scale))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_png(out, sheet, {"sheet_of": [g.provenance for g in flat]}, overwrite=args.overwrite)
     print(out)
