@@ -249,3 +249,14 @@ def test_shipped_recipes_parse(name):
     cfg = _model_config(recipe["model"], recipe["data"]["size"])
     assert cfg.image_size == recipe["data"]["size"] and cfg.final_side >= 2
     train_config(recipe)  # the [train] section is valid
+
+
+def test_shipped_evaluator_retrieves_seen_and_held_out_scenes():
+    """The built-in contrastive model (fp16 weights) does what its card says, on fresh scenes."""
+    from gambar.evaluation.clip_score import contrastive_report
+
+    model = load_contrastive("contrastive")
+    report = contrastive_report(model, n=40, seed=123_456)
+    for split in ("seen", "heldout"):
+        for lang in ("en", "id"):
+            assert report[split][lang]["r_precision"] >= 0.9, (split, lang, report[split][lang])
