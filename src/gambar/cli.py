@@ -80,6 +80,32 @@ def _sheet_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _ab_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ab", help="human A/B judgement of two models (prepare pairs, serve a page, rank)",
+        description="Human judgement: `prepare` draws the same prompts and seeds with two models "
+        "into an SQLite database, `serve` shows the pairs on a local page (sides shuffled) and "
+        "records which image a person prefers, `ranking` prints Bradley-Terry and Elo ratings.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prep = actions.add_parser("prepare", help="draw pairs from two models")
+    prep.add_argument("model_a", metavar="MODEL_A", help="a built-in model name or a directory")
+    prep.add_argument("model_b", metavar="MODEL_B", help="the model to compare it with")
+    prep.add_argument("--suite", default="shapes-core", help="suite whose prompts to draw")
+    prep.add_argument("--per-category", type=int, default=2, metavar="K",
+                      help="scenes per suite category, both languages (default 2)")
+    prep.add_argument("--prompts-file", metavar="FILE", help="one prompt per line instead")
+    prep.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
+                      help="seeds per prompt (default: 0)")
+    serve = actions.add_parser("serve", help="serve the voting page")
+    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    rank = actions.add_parser("ranking", help="print the models' ranking from the votes so far")
+    for action in (prep, serve, rank):
+        action.add_argument("--db", default="ab/ab.sqlite",
+                            help="the A/B database; images go beside it (default ab/ab.sqlite)")
+
+
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model from a recipe (TOML)",
@@ -207,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _evaluate_parser(sub)
     _sheet_parser(sub)
+    _ab_parser(sub)
     info = sub.add_parser("info", help="print the provenance stored in a generated PNG")
     info.add_argument("image", help="a PNG written by gambar")
     return parser
@@ -245,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gambar.commands.sheet import run_sheet
 
             run_sheet(args)
+        elif args.command == "ab":
+            from gambar.commands.ab import run_ab
+
+            run_ab(args)
         elif args.command == "info":
             from gambar.provenance import format_provenance, read_provenance
 

@@ -140,6 +140,13 @@ class ABStore:
         except sqlite3.IntegrityError:
             raise InvalidInputError(f"no A/B pair with id {pair_id}") from None
 
+    def voted(self, pair_id: int, rater: str) -> bool:
+        """Whether `rater` has already voted on pair `pair_id`."""
+        with self._connect() as db:
+            row = db.execute("SELECT 1 FROM votes WHERE pair_id = ? AND rater = ? LIMIT 1",
+                             (int(pair_id), rater)).fetchone()
+        return row is not None
+
     def outcomes(self) -> list[Outcome]:
         """Every vote as a game, in the order cast."""
         with self._connect() as db:
