@@ -118,3 +118,16 @@ def test_missing_and_corrupt_models_are_reported(tiny_model_dir, tmp_path):
     (broken / "config.json").write_text("{not json")
     with pytest.raises(CorruptFileError, match="config.json"):
         gambar.load(broken)
+
+
+def test_saving_one_model_twice_gives_the_same_bytes_and_hash(tmp_path):
+    """The model hash is the model's identity: saving the same weights again must not change it
+    (safetensors writes a metadata map in hash order, so this can fail with several keys)."""
+    import torch
+
+    pipe = make_tiny_pipeline()
+    for k in range(8):
+        pipe.save(tmp_path / f"m{k}", dtype=torch.float16)
+    blobs = {(tmp_path / f"m{k}" / "model.safetensors").read_bytes() for k in range(8)}
+    assert len(blobs) == 1
+    assert len({gambar.load(tmp_path / f"m{k}").sha256 for k in range(8)}) == 1

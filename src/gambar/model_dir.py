@@ -60,7 +60,9 @@ def save_model_dir(path: Path, module: nn.Module, config: dict[str, Any], *,
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
-    blob = save(state, metadata={"format": FORMAT, "family": str(config.get("family", ""))})
+    # One metadata key only: safetensors writes its metadata map in hash order, so with two keys
+    # the same weights could give different bytes, and a different model hash, on each save.
+    blob = save(state, metadata={"format": FORMAT})
     atomic_write_bytes(path / WEIGHTS, blob, overwrite=True)
     atomic_write_text(path / CONFIG, json.dumps({"format": FORMAT, **config}, indent=2),
                       overwrite=True)
