@@ -32,11 +32,7 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--num-images", type=int, default=1, metavar="N",
                    help="how many images (seeds S, S+1, ...; default 1)")
     p.add_argument("--seed", type=int, help="seed of the first image (default: random, recorded)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 20)")
-    p.add_argument("--guidance", type=float,
-                   help="classifier-free guidance scale; 1 = off (default: the model's)")
-    p.add_argument("--sampler", choices=["dpmpp", "ddim", "ddpm", "euler"],
-                   help="dpmpp = DPM-Solver++(2M) (default), ddim, ddpm (ancestral), euler")
+    _sampling_options(p)
     p.add_argument("--negative", default="", metavar="TEXT",
                    help="negative prompt: what the image should not look like")
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's, 64)")
@@ -53,6 +49,15 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
                    help="make the same image again from the provenance stored in IMAGE.png")
     p.add_argument("--batch-size", type=int, default=8, help="images per network batch")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _sampling_options(p: argparse.ArgumentParser) -> None:
+    """--steps, --guidance, --sampler: shared by every command that draws images."""
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 20)")
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance scale; 1 = off (default: the model's)")
+    p.add_argument("--sampler", choices=["dpmpp", "ddim", "ddpm", "euler"],
+                   help="dpmpp = DPM-Solver++(2M) (default), ddim, ddpm (ancestral), euler")
 
 
 def _sheet_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,10 +77,7 @@ def _sheet_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", default="sample-sheet.png", metavar="FILE.png",
                    help="output file (default: sample-sheet.png)")
     p.add_argument("--scale", type=int, default=2, help="pixel scale of each image (default 2)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-    p.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
-    p.add_argument("--sampler", choices=["dpmpp", "ddim", "ddpm", "euler"],
-                   help="sampler (default: the model's)")
+    _sampling_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
