@@ -269,8 +269,9 @@ def _loop(run: Run, state: CheckpointState, *, progress: bool) -> float | None:
             stop = _should_stop(accelerator, stop_requested())
             # A wall-time budget (equal-time comparisons, "train for an hour"): every rank stops
             # at the same step once any rank's total time, resumed parts included, is spent.
-            spent = _should_stop(accelerator, bool(cfg.max_minutes)
-                                 and state.wall_time >= cfg.max_minutes * 60)
+            # (The config is the same on every rank, so without a budget no rank reduces.)
+            spent = bool(cfg.max_minutes) and _should_stop(
+                accelerator, state.wall_time >= cfg.max_minutes * 60)
             if spent and window:
                 last_loss = _log(run, window, lr_at(cfg, step), state)
                 window = []
