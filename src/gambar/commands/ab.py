@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gambar.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from gambar.evaluation.ab import ABStore
 
 
 def run_ab(args: argparse.Namespace) -> None:
@@ -35,7 +39,7 @@ def run_ab(args: argparse.Namespace) -> None:
                   f"games {r['games']}  wins {r['wins']:g}")
 
 
-def _prepare(args: argparse.Namespace, store) -> None:  # noqa: ANN001 (ABStore, imported late)
+def _prepare(args: argparse.Namespace, store: ABStore) -> None:
     from gambar.evaluation.ab_pairs import prepare_pairs
     from gambar.pipeline import load
     from gambar.seeding import check_seed
