@@ -25,7 +25,7 @@ from gambar.contrastive.model import (
     ContrastiveNet,
     contrastive_loss,
 )
-from gambar.data.mix import item_key, recipe_mix
+from gambar.data.mix import item_key, recipe_data
 from gambar.data.shapes import SPLIT_SEEDS, ShapesStream, to_tensor
 from gambar.data.shapes_vocab import MIRRORED_RELATION, ObjectSpec, SceneSpec
 from gambar.errors import InvalidInputError
@@ -74,21 +74,12 @@ class ContrastiveTask:
 
     def __init__(self, recipe: dict[str, Any]) -> None:
         data = dict(recipe.get("data", {}))
-        source = data.pop("source", "shapes")
-        if source != "shapes":
-            raise InvalidInputError(f"unknown data source {source!r}; available: shapes")
-        size = int(data.pop("size", 64))
         # limit > 0 cycles over the first `limit` items: a fixed small set to overfit in tests
         self.limit = int(data.pop("limit", 0))
-        # Held-out (colour, shape) pairs stay out of training (ShapesStream's default), so
-        # retrieval on them measures zero-shot composition.
-        self.stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
-                                   languages=tuple(data.pop("languages", ("en", "id"))))
-        weights = data.pop("mix", None)
-        self.mix = None if weights is None else recipe_mix(
-            self.stream, weights, seed=self.stream.seed)
-        if data:
-            raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
+        # Held-out pairs stay out of training, so retrieval on them measures zero-shot composition.
+        spec = recipe_data(data, default_size=64)
+        self.stream, self.mix = spec.stream, spec.mix
+        size = self.stream.size
         if self.limit < 0:
             raise InvalidInputError(f"data.limit must be >= 0, got {self.limit}")
         text = dict(recipe.get("text", {"kind": "small"}))
@@ -99,9 +90,8 @@ class ContrastiveTask:
         self.cfg = _model_config(recipe.get("model", {}), size)
         self.model = ContrastiveNet(self.cfg, self.text.dim, self.text.trainable)
         self.name = str(recipe.get("name", "contrastive"))
-        self.data_summary = {"source": source, "size": size, "seed": self.stream.seed,
-                             "languages": list(self.stream.languages), "limit": self.limit,
-                             "mix": dict(weights or {"shapes": 1})}
+        self.data_summary = {**spec.summary, "limit": self.limit,
+                             "mix": spec.summary.get("mix", {"shapes": 1})}
 
     def _item(self, index: int) -> tuple[torch.Tensor, str, str]:
         """(image, caption, key) of training item `index`; equal keys show the same thing."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -217,6 +218,38 @@ class TrainingMix:
 def _permutation(seed: int, source: int, epoch: int, n: int) -> np.ndarray:
     """The order of a source's items in one of its epochs."""
     return np.random.default_rng([seed, source, epoch]).permutation(n)
+
+
+@dataclass(frozen=True)
+class RecipeData:
+    """What a recipe's `[data]` section names: the shapes stream, the mix around it (if any),
+    and the summary a trained model's config records."""
+
+    stream: ShapesStream
+    mix: TrainingMix | None
+    summary: dict[str, Any]
+
+
+def recipe_data(section: Mapping[str, Any], default_size: int) -> RecipeData:
+    """Read `[data]`: source ("shapes"), size, seed, languages and optional `mix`; any other key
+    is an error (a task pops its own keys, such as `limit`, before calling this)."""
+    data = dict(section)
+    source = data.pop("source", "shapes")
+    if source != "shapes":
+        raise InvalidInputError(f"unknown data source {source!r}; available: shapes")
+    size = int(data.pop("size", default_size))
+    # Held-out (colour, shape) pairs stay out of the stream (ShapesStream's default).
+    stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
+                          languages=tuple(data.pop("languages", ("en", "id"))))
+    weights = data.pop("mix", None)
+    if data:
+        raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
+    mix = None if weights is None else recipe_mix(stream, weights, seed=stream.seed)
+    summary: dict[str, Any] = {"source": source, "size": size, "seed": stream.seed,
+                               "languages": list(stream.languages)}
+    if weights is not None:
+        summary["mix"] = dict(weights)
+    return RecipeData(stream, mix, summary)
 
 
 def recipe_mix(stream: ShapesStream, weights: Mapping[str, int], *, seed: int = 0

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from gambar.config import dataclass_from_dict
-from gambar.data.mix import recipe_mix
-from gambar.data.shapes import ShapesStream, to_tensor
+from gambar.data.mix import recipe_data
+from gambar.data.shapes import to_tensor
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule, diffusion_loss
@@ -55,20 +55,10 @@ class DiffusionTask:
     SCHEMA: dict[str, type] = {"diffusion": DiffusionConfig, "unet": UNetConfig}
 
     def __init__(self, recipe: dict[str, Any]) -> None:
-        data = dict(recipe.get("data", {}))
-        source = data.pop("source", "shapes")
-        if source != "shapes":
-            raise InvalidInputError(f"unknown data source {source!r}; available: shapes")
         self.cfg = dataclass_from_dict(DiffusionConfig, recipe.get("diffusion", {}))
-        size = int(data.pop("size", self.cfg.image_size))
-        self.cfg = replace(self.cfg, image_size=size)
-        self.stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
-                                   languages=tuple(data.pop("languages", ("en", "id"))))
-        weights = data.pop("mix", None)
-        self.mix = None if weights is None else recipe_mix(
-            self.stream, weights, seed=self.stream.seed)
-        if data:
-            raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
+        spec = recipe_data(recipe.get("data", {}), default_size=self.cfg.image_size)
+        self.stream, self.mix = spec.stream, spec.mix
+        self.cfg = replace(self.cfg, image_size=self.stream.size)
         text = dict(recipe.get("text", {"kind": "minilm"}))
         kind = text.pop("kind", "minilm")
         captions = ([self._item(i)[1] for i in range(TOKENIZER_CAPTIONS)]
@@ -81,10 +71,7 @@ class DiffusionTask:
         self.sample_prompts = list(sample.get("prompts", DEFAULT_SAMPLE_PROMPTS))
         self.sample_seed = int(sample.get("seed", 0))
         self.name = str(recipe.get("name", "model"))
-        self.data_summary = {"source": source, "size": size, "seed": self.stream.seed,
-                             "languages": list(self.stream.languages)}
-        if weights is not None:
-            self.data_summary["mix"] = dict(weights)
+        self.data_summary = spec.summary
 
     def _item(self, index: int) -> tuple[torch.Tensor, str]:
         """(image, caption) of training item `index`: the shapes stream's, or the mix's."""
