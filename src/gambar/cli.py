@@ -6,6 +6,7 @@ User mistakes (GambarError) become one line on stderr and exit code 2; bugs keep
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -247,38 +248,26 @@ def _version() -> str:
     return f"gambar {__version__}"
 
 
+# command -> "module:function" taking the parsed arguments, imported only when that command
+# runs (so parsing the command line never imports torch and the models).
+COMMANDS: dict[str, str] = {
+    "generate": "gambar.commands.generate:run_generate",
+    "train": "gambar.commands.train:run_train",
+    "serve": "gambar.commands.serve:run_serve",
+    "data": "gambar.commands.data:run_data",
+    "evaluate": "gambar.commands.evaluate:run_evaluate",
+    "sheet": "gambar.commands.sheet:run_sheet",
+    "ab": "gambar.commands.ab:run_ab",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "generate":
-            from gambar.commands.generate import run_generate
-
-            run_generate(args)
-        elif args.command == "train":
-            from gambar.commands.train import run_train
-
-            run_train(args)
-        elif args.command == "serve":
-            from gambar.commands.serve import run_serve
-
-            run_serve(args)
-        elif args.command == "data":
-            from gambar.commands.data import run_data
-
-            run_data(args)
-        elif args.command == "evaluate":
-            from gambar.commands.evaluate import run_evaluate
-
-            run_evaluate(args)
-        elif args.command == "sheet":
-            from gambar.commands.sheet import run_sheet
-
-            run_sheet(args)
-        elif args.command == "ab":
-            from gambar.commands.ab import run_ab
-
-            run_ab(args)
-        elif args.command == "info":
+        if args.command in COMMANDS:
+            module, function = COMMANDS[args.command].split(":")
+            getattr(importlib.import_module(module), function)(args)
+        else:  # info
             from gambar.provenance import format_provenance, read_provenance
 
             print(format_provenance(read_provenance(args.image)))

@@ -45,11 +45,9 @@ def _prepare(args: argparse.Namespace, store: ABStore) -> None:
     from gambar.seeding import check_seed
 
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise InvalidInputError(f"prompts file not found: {path}")
-        prompts = [s.strip() for s in path.read_text(encoding="utf-8").splitlines()
-                   if s.strip() and not s.lstrip().startswith("#")]
+        from gambar.commands.sheet import read_prompt_file
+
+        prompts = read_prompt_file(args.prompts_file)
     else:
         from gambar.evaluation.suites import load_suite
 

@@ -12,14 +12,19 @@ from gambar.seeding import check_seed
 from gambar.sheet import DEFAULT_PROMPTS, SheetLayout, compose_sheet, label
 
 
+def read_prompt_file(path: str | Path) -> list[str]:
+    """The prompts of a text file: one per line; blank lines and # comments skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"prompts file not found: {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
+
+
 def read_prompts(args: argparse.Namespace) -> list[str]:
     """Prompts from the command line, a file (one per line, # comments), or the defaults."""
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise InvalidInputError(f"prompts file not found: {path}")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        prompts = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
+        prompts = read_prompt_file(args.prompts_file)
     else:
         prompts = list(args.prompts or DEFAULT_PROMPTS)
     if not prompts:
