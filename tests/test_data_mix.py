@@ -21,6 +21,7 @@ from gambar.data.mix import (
     item_key,
     named_pairs,
     names_held_out,
+    recipe_data,
     recipe_mix,
     without_held_out,
 )
@@ -217,3 +218,30 @@ def test_item_keys_group_views_of_one_thing():
     sans = {"source": "glyphs", "char_name": "capital letter A", "font": "DejaVu Sans"}
     assert item_key(serif, "x") == item_key(sans, "y")
     assert item_key({"source": "coco"}, "a dog") != item_key({"source": "coco"}, "a cat")
+
+
+def test_category_weights_set_how_often_each_scene_kind_is_drawn():
+    """`[data] categories`: a weight-3 category comes ~3x as often as a weight-1 one, weight 0
+    never; without the key the stream keeps the spec's uniform mix."""
+    from collections import Counter
+
+    data = recipe_data({"categories": {"single": 1, "two_objects": 3, "count": 0}}, 32)
+    seen = Counter(data.stream[i].scene.category for i in range(400))
+    assert set(seen) == {"single", "two_objects"}
+    assert 2.2 < seen["two_objects"] / seen["single"] < 4.0
+    assert data.summary["categories"] == {"single": 1, "two_objects": 3, "count": 0}
+    plain = recipe_data({}, 32)
+    assert sorted(plain.stream.categories) == sorted(set(plain.stream.categories))
+    assert "categories" not in plain.summary
+
+
+@pytest.mark.parametrize("weights, words", [
+    ({"triangles": 1}, "unknown categories"),
+    ({"single": -1}, "integer >= 0"),
+    ({"single": 1.5}, "integer >= 0"),
+    ({"single": 0}, "weight 0"),
+    ([1, 2], "table of weights"),
+])
+def test_bad_category_weights_are_named(weights, words):
+    with pytest.raises(InvalidInputError, match=words):
+        recipe_data({"categories": weights}, 32)

@@ -65,8 +65,8 @@ def test_a_data_mix_trains_on_emoji_and_shapes(tmp_path):
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("name", ["default.toml", "ablation/encoder-frozen.toml",
-                                  "ablation/encoder-small.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "default-stage2.toml",
+                                  "ablation/encoder-frozen.toml", "ablation/encoder-small.toml"])
 def test_shipped_diffusion_recipes_parse(name):
     """Every shipped diffusion recipe names known sections, keys and presets."""
     from gambar.config import dataclass_from_dict, load_recipe
@@ -79,3 +79,17 @@ def test_shipped_diffusion_recipes_parse(name):
     dataclass_from_dict(DiffusionConfig, recipe["diffusion"])
     cfg = train_config(recipe)
     assert cfg.run_dir.startswith("runs/")
+
+
+def test_default_stage2_continues_stage1():
+    """Stage 2 resumes stage 1's run: same network, encoder, image size and run directory, and
+    more steps (a resume refuses fewer)."""
+    from gambar.config import load_recipe
+    from gambar.data.mix import recipe_data
+
+    configs = Path(__file__).parents[1] / "configs"
+    one, two = load_recipe(configs / "default.toml"), load_recipe(configs / "default-stage2.toml")
+    assert one["unet"] == two["unet"] and one["text"] == two["text"]
+    assert one["train"]["run_dir"] == two["train"]["run_dir"]
+    assert two["train"]["steps"] > one["train"]["steps"]
+    assert recipe_data(one["data"], 64).stream.size == recipe_data(two["data"], 64).stream.size

@@ -23,7 +23,7 @@ from gambar.data.formats import Record
 from gambar.data.formats.webdataset import WebDataset
 from gambar.data.loading import BUILTIN, CaptionedImages, load_dataset, to_tensor
 from gambar.data.shapes import ShapesStream
-from gambar.data.shapes_vocab import COLORS_ID, HELD_OUT, SHAPES_ID
+from gambar.data.shapes_vocab import CATEGORIES, COLORS_ID, HELD_OUT, SHAPES_ID
 from gambar.errors import InvalidInputError
 
 # Words for each colour and shape, English and Indonesian, beyond the shapes grammar's own: the
@@ -231,16 +231,19 @@ class RecipeData:
 
 
 def recipe_data(section: Mapping[str, Any], default_size: int) -> RecipeData:
-    """Read `[data]`: source ("shapes"), size, seed, languages and optional `mix`; any other key
-    is an error (a task pops its own keys, such as `limit`, before calling this)."""
+    """Read `[data]`: source ("shapes"), size, seed, languages, optional `categories` weights of
+    the shapes stream and optional `mix`; any other key is an error (a task pops its own keys,
+    such as `limit`, before calling this)."""
     data = dict(section)
     source = data.pop("source", "shapes")
     if source != "shapes":
         raise InvalidInputError(f"unknown data source {source!r}; available: shapes")
     size = int(data.pop("size", default_size))
+    category_weights = data.pop("categories", None)
     # Held-out (colour, shape) pairs stay out of the stream (ShapesStream's default).
     stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
-                          languages=tuple(data.pop("languages", ("en", "id"))))
+                          languages=tuple(data.pop("languages", ("en", "id"))),
+                          categories=_weighted_categories(category_weights))
     weights = data.pop("mix", None)
     if data:
         raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
@@ -249,7 +252,35 @@ def recipe_data(section: Mapping[str, Any], default_size: int) -> RecipeData:
                                "languages": list(stream.languages)}
     if weights is not None:
         summary["mix"] = dict(weights)
+    if category_weights is not None:
+        summary["categories"] = dict(category_weights)
     return RecipeData(stream, mix, summary)
+
+
+def _weighted_categories(weights: Mapping[str, int] | None) -> tuple[str, ...]:
+    """`categories = {two_objects = 3, single = 1, ...}` -> each name repeated weight times, which
+    ShapesStream draws from uniformly; None -> every category once (the spec's uniform mix)."""
+    if weights is None:
+        return CATEGORIES
+    if not isinstance(weights, Mapping) or not weights:
+        raise InvalidInputError(
+            "data.categories must be a table of weights, e.g. {single = 1, two_objects = 3}"
+        )
+    unknown = set(weights) - set(CATEGORIES)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown categories {sorted(unknown)} in data.categories; "
+            f"choose from {', '.join(CATEGORIES)}"
+        )
+    for name, weight in weights.items():
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+            raise InvalidInputError(
+                f"data.categories.{name} must be an integer >= 0, got {weight!r}"
+            )
+    picked = tuple(name for name in CATEGORIES for _ in range(weights.get(name, 0)))
+    if not picked:
+        raise InvalidInputError("data.categories gives every category weight 0")
+    return picked
 
 
 def recipe_mix(stream: ShapesStream, weights: Mapping[str, int], *, seed: int = 0
