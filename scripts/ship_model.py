@@ -2,15 +2,19 @@
 
     python scripts/ship_model.py runs/default/model src/gambar/weights/default
     python scripts/ship_model.py runs/contrastive/model src/gambar/weights/contrastive
+    python scripts/ship_model.py runs/default/model src/gambar/weights/default --default steps=12
 
-Weights are rounded to fp16 for storage (loading gives fp32 again); the model card (README.md)
-already in the destination is kept; the new directory replaces the old one atomically. Prints the
-new model hash and the size of the weights.
+`--default KEY=VALUE` sets a sampling default of the shipped model (steps, guidance, sampler,
+precision), chosen by measurement after training (benchmarks/sampler_settings.py); it is stored
+in config.json, so the model hash covers it. Weights are rounded to fp16 for storage (loading
+gives fp32 again); the model card (README.md) already in the destination is kept; the new
+directory replaces the old one atomically. Prints the new model hash and the size of the weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -19,17 +23,37 @@ from pathlib import Path
 import torch
 
 from gambar.fsutil import replace_dir
+from gambar.generators.diffusion.pipeline import DEFAULTS
 from gambar.model_dir import WEIGHTS, read_config
 from gambar.registry import pipeline_class
+
+
+def parse_default(text: str) -> tuple[str, object]:
+    """"steps=12" -> ("steps", 12); "sampler=ddim" -> ("sampler", "ddim")."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in DEFAULTS:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with KEY one of {', '.join(DEFAULTS)}, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare word such as ddim
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="a saved model directory (e.g. runs/x/model)")
     parser.add_argument("dest", type=Path, help="the built-in model directory to write")
+    parser.add_argument("--default", type=parse_default, action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help=f"a sampling default to store ({', '.join(DEFAULTS)}); repeatable")
     args = parser.parse_args()
     family = read_config(args.source)["family"]
     model = pipeline_class(family).load(args.source)
+    if args.default:
+        if family != "diffusion":
+            parser.error(f"--default applies to diffusion models, not {family}")
+        model.extra["defaults"] = {**model.extra.get("defaults", {}), **dict(args.default)}
     args.dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
         staged = Path(tmp) / args.dest.name

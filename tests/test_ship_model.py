@@ -28,3 +28,22 @@ def test_ship_model_stores_fp16_keeps_the_card_and_draws_alike(tiny_model_dir, t
     b = gambar.load(dest).generate(["a red circle"], seeds=[3], steps=4, progress=False)
     diff = np.abs(np.asarray(a[0].image, int) - np.asarray(b[0].image, int))
     assert diff.mean() < 2  # fp16 storage rounds weights, it does not change the model
+
+
+def test_ship_model_stores_measured_sampling_defaults(tiny_model_dir, tmp_path):
+    """`--default steps=3`: the shipped model samples with 3 steps unless told otherwise, says so
+    in provenance, and a wrong key is a one-line usage error that writes nothing."""
+    dest = tmp_path / "tiny"
+    subprocess.run([sys.executable, str(SCRIPT), str(tiny_model_dir), str(dest),
+                    "--default", "steps=3", "--default", "guidance=1.5"],
+                   capture_output=True, text=True, check=True)
+    pipe = gambar.load(dest)
+    assert pipe.defaults["steps"] == 3 and pipe.defaults["guidance"] == 1.5
+    (img,) = pipe.generate(["a red circle"], seeds=[0], progress=False)
+    assert img.provenance["steps"] == 3 and img.provenance["guidance"] == 1.5
+    assert gambar.load(tiny_model_dir).defaults["steps"] != 3
+
+    bad = subprocess.run([sys.executable, str(SCRIPT), str(tiny_model_dir), str(tmp_path / "b"),
+                          "--default", "stepz=3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "stepz" in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "b").exists()
