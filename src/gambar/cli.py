@@ -54,7 +54,8 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
 
 def _sampling_options(p: argparse.ArgumentParser) -> None:
     """--steps, --guidance, --sampler: shared by every command that draws images."""
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 20)")
+    p.add_argument("--steps", type=int,
+                   help="sampler steps (default: the model's; 12 for the built-in default)")
     p.add_argument("--guidance", type=float,
                    help="classifier-free guidance scale; 1 = off (default: the model's)")
     p.add_argument("--sampler", choices=["dpmpp", "ddim", "ddpm", "euler"],
