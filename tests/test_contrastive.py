@@ -22,7 +22,6 @@ from gambar.contrastive.task import ContrastiveTask, _model_config, scene_key
 from gambar.data.prompts import parse_prompt
 from gambar.data.shapes import fixed_split
 from gambar.errors import CorruptFileError, InvalidInputError
-from gambar.registry import task_factory
 from gambar.text.setup import TextSetup
 from gambar.train.recipe import train_config
 
@@ -166,10 +165,6 @@ def test_frozen_minilm_tower(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Training through the shared loop
-
-
-def test_registry_builds_the_task():
-    assert task_factory("contrastive") is ContrastiveTask
 
 
 def test_overfits_a_few_pairs(tmp_path):
