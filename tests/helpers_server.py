@@ -64,6 +64,15 @@ def live_server(pipelines: dict, results: Path, **settings: Any) -> Iterator[Ser
         sock.close()
 
 
+def client_from(url: str, address: str, **kwargs: Any) -> Any:
+    """An httpx.Client whose connections come from `address` (any 127.x.y.z on Linux), so a
+    test can be several machines at once (the fair queue shares turns per address)."""
+    import httpx
+
+    return httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address=address),
+                        **kwargs)
+
+
 def wait_done(client: Any, job_id: str, timeout: float = 30.0) -> dict:
     """Poll GET /api/jobs/{id} until the job has finished; its final status."""
     deadline = time.monotonic() + timeout

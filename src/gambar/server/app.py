@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 import gambar
 from gambar.server import compat_a1111, compat_openai, routes
 from gambar.server.auth import CHALLENGE, authorized
+from gambar.server.body_limit import BodyLimit
 from gambar.server.errors import error_response, install_error_handlers
 from gambar.server.service import JobService
 
@@ -31,8 +32,13 @@ DESCRIPTION = """
 Text-to-image on a CPU, offline. Submit a job, poll its status (queue position, step k of K),
 fetch its PNGs (provenance in their text chunks). Jobs are served **round-robin between
 clients** (a client is its bearer token, else its `X-Client-Id` header, else its address);
-a full queue answers 429 with `Retry-After`. `X-Client-Id` is only a claim: where fairness
-must hold against clients that lie, give each user a token (`--token` is repeatable).
+a full queue answers 429 with `Retry-After`. Turns and queue shares go first by token, else by
+address: `X-Client-Id` only splits its own address's turn and share, so a client rotating ids gains
+nothing. Give each user a token (`--token` is repeatable) where several share an address.
+
+Jobs are recorded on disk before they are acknowledged: a server that stops or crashes runs its
+queued and running jobs again when it restarts on the same results folder (same seeds, same
+pixels). Request bodies over the server's limit (1 MiB by default) are answered 413.
 
 When the server has a token, every endpoint but `/api/health` needs
 `Authorization: Bearer <token>` (or HTTP Basic with the token as password, which is how a
@@ -82,6 +88,9 @@ def create_app(service: JobService) -> FastAPI:
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
+
+    # Added last, so outermost: a huge body is refused before anything reads it.
+    app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_kb * 1024)
 
     app.include_router(routes.router)
     app.include_router(routes.open_router)

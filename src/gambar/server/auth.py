@@ -1,7 +1,10 @@
 """Who is asking: the optional bearer token, and the client identity the fair queue uses.
 
-A client is its token if it sends one, else its X-Client-Id header, else its address. Tokens
-are never stored or logged: the queue knows a client by a hash of its token.
+A client is its token if it sends one, else its X-Client-Id header within its address, else its
+address. The fair queue takes turns between groups first, a group being the token or the address
+(see `fairness_group`), so an X-Client-Id only splits its own address's turn and share and a
+client that rotates ids gains nothing. Tokens are never stored or logged: the queue knows a client
+by a hash of its token.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def signed_url_ok(request: Request, tokens: tuple[str, ...]) -> bool:
     sig = request.query_params.get("sig", "")
     if match is None or not sig:
         return False
-    return hmac.compare_digest(sig, sign(match.group(1), tokens))
+    # Bytes: compare_digest refuses str with non-ASCII characters (a crafted ?sig= would be a 500).
+    return hmac.compare_digest(sig.encode(), sign(match.group(1), tokens).encode())
 
 
 def authorized(request: Request, tokens: tuple[str, ...]) -> bool:
@@ -75,13 +79,22 @@ def authorized(request: Request, tokens: tuple[str, ...]) -> bool:
 
 
 def client_key(request: Request) -> str:
-    """The identity the fair queue serves in turn (a FastAPI dependency)."""
+    """The identity the fair queue serves in turn (a FastAPI dependency).
+
+    'token:<hash>', 'addr:<host>' or 'addr:<host>/id:<X-Client-Id>'.
+    """
     token = presented_token(request)
     if token:
         return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    address = "addr:" + (request.client.host if request.client else "unknown")
     claimed = request.headers.get("x-client-id")
     if claimed is not None:
         if not CLIENT_ID.fullmatch(claimed):
             raise ApiError(422, "X-Client-Id must be 1 to 64 letters, digits, '.', '_' or '-'")
-        return "id:" + claimed
-    return "addr:" + (request.client.host if request.client else "unknown")
+        return f"{address}/id:{claimed}"
+    return address
+
+
+def fairness_group(client: str) -> str:
+    """The group whose turn and share a client key uses: its token, or its address."""
+    return client.partition("/")[0]

@@ -15,7 +15,7 @@ from fastapi import Request
 
 from gambar.errors import InvalidInputError
 from gambar.server.auth import client_key
-from gambar.server.errors import ApiError
+from gambar.server.errors import ApiError, shown
 from gambar.server.jobs import Job, JobSpec, State
 from gambar.server.service import JobService
 
@@ -28,7 +28,7 @@ def is_off(value: Any) -> bool:
 def require(name: str, value: Any, allowed: Iterable[Any], why: str) -> None:
     """InvalidInputError unless `value` is one of `allowed` (or off)."""
     if not is_off(value) and value not in tuple(allowed):
-        raise InvalidInputError(f"{name}={value!r} cannot be honoured: {why}")
+        raise InvalidInputError(f"{name}={shown(value)} cannot be honoured: {why}")
 
 
 def reject_unknown(extras: Mapping[str, Any] | None, ignored: Iterable[str] = ()) -> None:
@@ -37,7 +37,7 @@ def reject_unknown(extras: Mapping[str, Any] | None, ignored: Iterable[str] = ()
     for name, value in (extras or {}).items():
         if name not in skip and not is_off(value):
             raise InvalidInputError(
-                f"option {name!r} is not supported by gambar and would change the result; "
+                f"option {shown(name)} is not supported by gambar and would change the result; "
                 "leave it out")
 
 

@@ -22,6 +22,7 @@ import gambar
 from gambar.errors import InvalidInputError
 from gambar.server.auth import client_key
 from gambar.server.compat import is_off, read_pngs, reject_unknown, require, run_to_end
+from gambar.server.errors import shown
 from gambar.server.jobs import MAX_GUIDANCE, MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, Job, State
 from gambar.server.routes import bearer
 from gambar.server.service import JobService
@@ -57,7 +58,7 @@ INERT = ("hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_r
 class Txt2ImgRequest(BaseModel):
     """A1111's txt2img body. Unlisted fields are accepted only when off."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
@@ -97,11 +98,12 @@ def _sampler(body: Txt2ImgRequest, default: str) -> tuple[str, str, float | None
         name = reverse.get(default, default)
     else:
         if "karras" in asked.lower() or "exponential" in asked.lower():
-            raise InvalidInputError(f"sampler {asked!r} cannot be honoured: gambar's samplers use "
-                                    "their own timestep spacing; drop the schedule suffix")
+            raise InvalidInputError(f"sampler {shown(asked)} cannot be honoured: gambar's "
+                                    "samplers use their own timestep spacing; drop the schedule "
+                                    "suffix")
         found = _LOOKUP.get(asked.lower())
         if found is None:
-            raise InvalidInputError(f"unknown sampler {asked!r}; choose one of: "
+            raise InvalidInputError(f"unknown sampler {shown(asked)}; choose one of: "
                                     f"{', '.join(SAMPLERS)}")
         name = found
     sampler, eta_default, _ = SAMPLERS.get(name, (default, None, ()))
@@ -131,16 +133,20 @@ def _check_honourable(body: Txt2ImgRequest) -> str | None:
     require("alwayson_scripts", body.alwayson_scripts, (), "gambar runs no A1111 extensions")
     require("refiner_checkpoint", body.refiner_checkpoint, (), "gambar has no refiner")
     if (body.scheduler or "automatic").lower() != "automatic":
-        raise InvalidInputError(f"scheduler={body.scheduler!r} cannot be honoured: gambar's "
+        raise InvalidInputError(f"scheduler={shown(body.scheduler)} cannot be honoured: gambar's "
                                 "samplers use their own timestep spacing; use 'automatic'")
     settings = dict(body.override_settings)
     model = settings.pop("sd_model_checkpoint", None)
+    if model is not None and not isinstance(model, str):
+        raise InvalidInputError(
+            f"override_settings.sd_model_checkpoint must be a model's name (a string), not "
+            f"{shown(model)}; GET /sdapi/v1/sd-models lists them")
     # Settings at their A1111 defaults change nothing.
     if settings.get("CLIP_stop_at_last_layers") == 1:
         settings.pop("CLIP_stop_at_last_layers")
     for key, value in settings.items():
         if not is_off(value):
-            raise InvalidInputError(f"override_settings.{key} is not supported by gambar")
+            raise InvalidInputError(f"override_settings.{shown(key)} is not supported by gambar")
     reject_unknown(body.model_extra, ignored=INERT)
     return model
 
@@ -196,7 +202,10 @@ async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
                    "model_sha256": pipe.sha256, **resize_info(native, s.output_size)},
     }
     return {"images": [base64.b64encode(p).decode("ascii") for p in pngs],
-            "parameters": body.model_dump(), "info": json.dumps(info)}
+            # The declared fields only: the extras that got here are inert, and echoing them
+            # would send back whatever a client nested in them.
+            "parameters": body.model_dump(exclude=set(body.model_extra or ())),
+            "info": json.dumps(info)}
 
 
 @router.get("/sd-models", summary="Models (A1111 format)")

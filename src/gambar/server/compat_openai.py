@@ -32,7 +32,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], dependencies=[Depen
 class ImageGenerationRequest(BaseModel):
     """OpenAI's image-generation body (fields gambar cannot honour are refused, not ignored)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     model: str | None = Field(None, description="a served model's name; omitted: the default")

@@ -7,6 +7,7 @@ exception carrying the message.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,16 @@ from gambar.errors import GambarError
 from gambar.server.queue import QueueFull
 
 OPENAI_PREFIX = "/v1/"
+
+# How messages show a value a request sent: short, and shallow (a body may nest 900 deep).
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 2, 60, 60, 40
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
+
+
+def shown(value: Any) -> str:
+    """`value`'s repr cut short, for a one-line error message."""
+    return _SHOWN.repr(value)
 
 
 class ApiError(Exception):
@@ -55,6 +66,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "the request is not valid", None
     first = errors[0]
+    if first.get("type") == "json_invalid":  # its loc is a character offset, not a field
+        return f"the request body is not valid JSON (at character {first['loc'][-1]})", None
     field = _field(first.get("loc", ()))
     msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     if field == "job_id":

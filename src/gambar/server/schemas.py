@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gambar.samplers import SAMPLERS
 from gambar.seeding import MAX_SEED
+from gambar.server.errors import shown
 from gambar.server.jobs import (
     MAX_GUIDANCE,
     MAX_IMAGES,
@@ -28,7 +29,9 @@ _SAMPLER_ENUM: dict[str, Any] = {"enum": SAMPLER_NAMES}  # lists the choices in 
 class JobRequest(BaseModel):
     """A request to draw `n` images of one prompt. Omitted options take the model's defaults."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    # allow_inf_nan=False: NaN and Infinity (which Python's JSON parser reads) are refused by
+    # name, not by a confusing range message.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
         {"prompt": "a red circle above a blue square", "n": 2, "seed": 7, "steps": 20}]})
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS,
@@ -59,7 +62,7 @@ class JobRequest(BaseModel):
     @classmethod
     def _known_sampler(cls, value: str | None) -> str | None:
         if value is not None and value not in SAMPLERS:
-            raise ValueError(f"unknown sampler {value!r}; choose one of: "
+            raise ValueError(f"unknown sampler {shown(value)}; choose one of: "
                              f"{', '.join(SAMPLER_NAMES)}")
         return value
 

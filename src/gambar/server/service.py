@@ -1,8 +1,13 @@
 """The job service: the fair queue, the worker threads that own generation, the results store.
 
-Request handlers call submit/get/cancel/wait, which only touch memory under one lock; every
-image is drawn by a worker thread, so a slow model never blocks the event loop, and a job
-goes on (and can be fetched by id) when the client that submitted it disconnects.
+Request handlers call submit/get/cancel/wait, which work under one lock; every image is drawn by
+a worker thread, so a slow model never blocks the event loop, and a job goes on (and can be
+fetched by id) when the client that submitted it disconnects.
+
+Durability: a job is in the journal (SQLite, synced) before submit() returns, and its result
+record is written before it leaves the journal. A server stopped in any way (SIGTERM, kill -9,
+a power cut) and started again on the same results folder runs every unfinished job again:
+the ones that were running first, then the queue in its fair order (see `start`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -19,6 +25,8 @@ from typing import Any
 from gambar.errors import GambarError, InvalidInputError
 from gambar.pipeline import Pipeline
 from gambar.seeding import MAX_SEED, check_seed, random_seed
+from gambar.server.auth import fairness_group
+from gambar.server.errors import ApiError, shown
 from gambar.server.jobs import (
     FINISHED,
     MAX_GUIDANCE,
@@ -32,6 +40,7 @@ from gambar.server.jobs import (
     State,
     new_job_id,
 )
+from gambar.server.journal import JobJournal, Pending
 from gambar.server.queue import FairQueue, QueueFull
 from gambar.server.settings import ServerSettings
 from gambar.server.store import ResultStore
@@ -54,6 +63,9 @@ class JobService:
         self.settings = settings
         self.store = ResultStore(settings.results_dir, keep_s=settings.keep_hours * 3600,
                                  max_bytes=int(settings.max_results_mb * 2**20))
+        # Opened (and the folder locked) here, so `gambar serve` reports a folder another
+        # server uses, or a corrupt journal, in one line before it starts listening.
+        self.journal = JobJournal(settings.results_dir)
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._queue: FairQueue[str] = FairQueue(settings.queue_size, settings.per_client)
@@ -68,8 +80,15 @@ class JobService:
 
     # ---- life cycle -------------------------------------------------------------------
     def start(self) -> None:
-        """Load the results of an earlier run and start the worker threads."""
-        for record in self.store.load_records():
+        """Load the results and the unfinished jobs of an earlier run; start the workers.
+
+        Unfinished jobs queue again in submission order, bypassing the queue's bounds (they
+        were accepted already): the fair queue takes its clients' turns from there, each
+        client's jobs in its own order; jobs that were running when the server stopped go
+        first. A job whose model is no longer served fails with a message saying so.
+        """
+        pending = self.journal.pending()
+        for record in self.store.load_records(unfinished={p.id for p in pending}):
             try:
                 job = Job.from_record(record)
             except (KeyError, TypeError, ValueError):
@@ -77,6 +96,8 @@ class JobService:
                 continue
             self._jobs[job.id] = job
         with self._lock:
+            for item in pending:
+                self._restore_locked(item)
             self._sweep()
         for k in range(self.settings.workers):
             thread = threading.Thread(target=self._work, name=f"gambar-worker-{k}", daemon=True)
@@ -84,20 +105,19 @@ class JobService:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the workers: a running job stops at its next step; queued jobs are cancelled."""
+        """Stop the workers and release the results folder.
+
+        A running job stops at its next step; it and the queued jobs stay in the journal and
+        run (from the start, with the same seeds) when a server starts on this folder again.
+        """
         with self._lock:
             self._stopping = True
-            for job in list(self._jobs.values()):
-                if job.state == State.RUNNING:
-                    job.cancel_requested.set()
-                elif job.state == State.QUEUED:  # recorded, so a client asking later learns why
-                    self._queue.remove(job.client, job.id)
-                    self._finish_locked(job, State.CANCELLED,
-                                        error="the server stopped before the job ran")
             self._wakeup.notify_all()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        with self._lock:  # a worker still inside a step past the timeout only logs its updates
+            self.journal.close()
 
     def pause(self) -> None:
         """Stop taking jobs out of the queue (running ones finish); submissions still queue."""
@@ -116,7 +136,7 @@ class JobService:
         name = name or self.default_model
         pipe = self.pipelines.get(name)
         if pipe is None:
-            raise InvalidInputError(f"no model named {name!r} is served here; choose one of: "
+            raise InvalidInputError(f"no model named {shown(name)} is served here; choose one of: "
                                     f"{', '.join(self.pipelines)}")
         return name, pipe
 
@@ -154,19 +174,26 @@ class JobService:
         sampler = sampler or defaults["sampler"]
         if sampler not in SAMPLERS:
             raise InvalidInputError(
-                f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+                f"unknown sampler {shown(sampler)}; choose one of: {', '.join(SAMPLERS)}")
         return JobSpec(model=name, prompt=prompt, negative_prompt=negative_prompt,
                        seeds=tuple(first + k for k in range(n)), steps=steps, guidance=guidance,
                        sampler=sampler, size=size, output_size=output_size, eta=eta)
 
     def submit(self, client: str, spec: JobSpec) -> Job:
-        """Queue a job for `client`; QueueFull if there is no room."""
+        """Queue a job for `client`, recorded in the journal; QueueFull if there is no room."""
         job = Job(id=new_job_id(), client=client, spec=spec)
         with self._lock:
             if self._stopping:
                 raise QueueFull("the server is shutting down")
-            self._queue.push(client, job.id)
+            self._queue.push(client, job.id, group=fairness_group(client))
             job.created = time.time()  # under the lock: the order of this and every pop is exact
+            try:
+                self.journal.add(job.id, client, spec.to_dict(), job.created)
+            except sqlite3.Error as exc:  # disk full, folder gone: refuse rather than lose it
+                self._queue.remove(client, job.id)
+                log.error("cannot record job %s in %s: %s", job.id, self.journal.path, exc)
+                raise ApiError(503, f"the server cannot record jobs right now ({exc}); try "
+                                    "again later") from None
             self._jobs[job.id] = job
             self._wakeup.notify()
         return job
@@ -261,6 +288,7 @@ class JobService:
                 if job_id is not None:
                     job = self._jobs[job_id]
                     job.state, job.started = State.RUNNING, time.time()
+                    self._journal_locked("started", job.id, job.started)
                     self._running += 1
                     self.jobs_run += 1
                     return job
@@ -275,15 +303,21 @@ class JobService:
         images: list[ImageRecord] = []
         error, user_mistake, state = None, False, State.DONE
         try:
+            # Stopping interrupts a job too, but leaves it in the journal (see below).
             outputs = draw_job(self.pipelines[job.spec.model], job.spec,
                                progress=lambda d, t: self._progress(job, d, t),
-                               cancelled=job.cancel_requested.is_set)
+                               cancelled=lambda: job.cancel_requested.is_set() or self._stopping)
             for k, (png, prov) in enumerate(outputs):
                 name = self.store.write_image(job.id, k, png)
                 images.append(ImageRecord(index=k, seed=job.spec.seeds[k], file=name,
                                           provenance=prov))
         except JobCancelled:
             state, error = State.CANCELLED, "cancelled while running"
+            if not job.cancel_requested.is_set():  # the server is stopping: it runs on restart
+                with self._lock:
+                    self._running -= 1
+                    job.state, job.started, job.step, job.total_steps = State.QUEUED, None, 0, 0
+                return
         except GambarError as exc:  # an option this model cannot do (e.g. a size it rejects)
             state, error, user_mistake = State.FAILED, str(exc), True
         except Exception as exc:  # a bug: keep serving, log the traceback, tell the client
@@ -304,10 +338,42 @@ class JobService:
         job.state, job.error, job.finished = state, error, time.time()
         if job.id in self._jobs:
             self.store.write_record(job.id, job.record(), job.finished)
+        # After the record: a crash between the two leaves a row whose record exists, which
+        # start() drops; never a finished job without a record.
+        self._journal_locked("remove", job.id)
         job.done.set()
         for loop, future in self._waiters.pop(job.id, []):
             with contextlib.suppress(RuntimeError):  # its event loop has closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, future)
+
+    def _journal_locked(self, action: str, job_id: str, *args: Any) -> None:
+        """A journal update from a worker: logged if it fails, the job goes on regardless."""
+        try:
+            getattr(self.journal, action)(job_id, *args)
+        except sqlite3.Error as exc:
+            log.error("cannot update job %s in %s: %s", job_id, self.journal.path, exc)
+
+    def _restore_locked(self, item: Pending) -> None:
+        """Queue an unfinished job read back from the journal (see `start`)."""
+        if item.id in self._jobs:  # its record was written; only the journal row was left
+            self.journal.remove(item.id)
+            return
+        try:
+            spec = JobSpec.from_dict(item.spec)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.error("dropping unreadable job %s from %s: %s", item.id, self.journal.path, exc)
+            self.journal.remove(item.id)
+            return
+        job = Job(id=item.id, client=item.client, spec=spec, created=item.created)
+        self._jobs[job.id] = job
+        if spec.model not in self.pipelines:
+            job.error_is_user_mistake = True
+            self._finish_locked(job, State.FAILED, error=(
+                f"the server restarted without the model {spec.model!r}; submit the job again "
+                f"with one of: {', '.join(self.pipelines)}"))
+            return
+        self._queue.restore(job.client, job.id, group=fairness_group(job.client),
+                            first=item.was_running)
 
     def _sweep(self) -> None:
         """Forget jobs whose results the store removed (expired, or over the size limit)."""

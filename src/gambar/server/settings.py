@@ -29,11 +29,12 @@ class ServerSettings:
     workers: int = 1  # threads that generate; one uses every core already on a CPU
     keep_hours: float = 24.0  # results older than this are deleted
     max_results_mb: float = 1024.0  # and the oldest go when the folder grows past this
+    max_body_kb: int = 1024  # larger request bodies are answered 413 without being read
 
     def __post_init__(self) -> None:
         from gambar.errors import InvalidInputError
 
-        for name in ("queue_size", "per_client", "workers"):
+        for name in ("queue_size", "per_client", "workers", "max_body_kb"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.keep_hours <= 0 or self.max_results_mb <= 0:

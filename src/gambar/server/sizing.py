@@ -8,10 +8,14 @@ a model trained at one size, which would silently change what the prompt asks fo
 
 from __future__ import annotations
 
+import re
+
 from PIL import Image
 
 from gambar.errors import InvalidInputError
+from gambar.server.errors import shown
 
+SIZE = re.compile(r"\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*", re.ASCII)
 MAX_OUTPUT_SIZE = 1024  # the largest square side the compatible APIs return
 RESIZE_METHOD = "lanczos (PIL); gambar has no learned upsampler yet"
 
@@ -20,11 +24,11 @@ def square_side(width: int, height: int) -> int:
     """The side of a square size; InvalidInputError for non-square or out-of-range sizes."""
     if width != height:
         raise InvalidInputError(
-            f"only square images can be made; {width}x{height} is not square "
+            f"only square images can be made; {shown(width)}x{shown(height)} is not square "
             "(gambar models draw squares; ask for e.g. 512x512)")
     if not 1 <= width <= MAX_OUTPUT_SIZE:
         raise InvalidInputError(
-            f"image size must be between 1 and {MAX_OUTPUT_SIZE} pixels, not {width}")
+            f"image size must be between 1 and {MAX_OUTPUT_SIZE} pixels, not {shown(width)}")
     return width
 
 
@@ -32,10 +36,11 @@ def parse_size(text: str | None, native: int) -> int:
     """'512x512' -> 512; None or 'auto' -> the model's native side."""
     if text is None or text == "auto":
         return native
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise InvalidInputError(f"size must look like 512x512 or be 'auto', not {text!r}")
-    return square_side(int(parts[0]), int(parts[1]))
+    # ASCII digits only: str.isdigit() also accepts '²' and '١', which int() then refuses.
+    match = SIZE.fullmatch(text)
+    if match is None:
+        raise InvalidInputError(f"size must look like 512x512 or be 'auto', not {shown(text)}")
+    return square_side(int(match[1]), int(match[2]))
 
 
 def output_size(native: int, side: int) -> int | None:

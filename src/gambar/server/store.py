@@ -78,8 +78,13 @@ class ResultStore:
     def total_bytes(self) -> int:
         return sum(size for size, _ in self._sizes.values())
 
-    def load_records(self) -> list[dict[str, Any]]:
-        """Records of the jobs already in the folder (a restarted server serves them again)."""
+    def load_records(self, unfinished: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Records of the jobs already in the folder (a restarted server serves them again).
+
+        A folder without a readable record is removed: the partial images of a job in
+        `unfinished` (it runs again), or else something unreadable, which is logged.
+        """
+        rerun = set(unfinished)
         records = []
         for folder in sorted(self.root.iterdir()):
             if not (folder.is_dir() and is_job_id(folder.name)):
@@ -88,7 +93,8 @@ class ResultStore:
                 record = json.loads((folder / RECORD).read_text())
                 finished = float(record["finished"])
             except (OSError, ValueError, KeyError, TypeError):
-                log.warning("removing unfinished or unreadable results in %s", folder)
+                if folder.name not in rerun:
+                    log.warning("removing unfinished or unreadable results in %s", folder)
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
             self._sizes[folder.name] = (_folder_bytes(folder), finished)
