@@ -37,3 +37,7 @@ class DiffusionConfig:
             )
         if self.schedule not in ("cosine", "linear"):
             raise InvalidInputError(f"schedule must be 'cosine' or 'linear', not {self.schedule!r}")
+        # 1 would leave no captioned example to learn from (NaN fails this test too).
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise InvalidInputError(
+                f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
