@@ -7,6 +7,8 @@ import io
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -71,6 +73,40 @@ def client_from(url: str, address: str, **kwargs: Any) -> Any:
 
     return httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address=address),
                         **kwargs)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(args: list[str], env: dict[str, str] | None = None,
+                timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """`gambar serve ARGS` as a real process on a free port; it and its URL once /api/health
+    answers. Stop it with proc.send_signal(...) or proc.kill(), then proc.communicate()."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gambar.cli", "serve", "--port", str(port),
+         "--log-level", "warning", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/api/health").status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            raise RuntimeError(f"gambar serve did not start: {err.decode()[-2000:]}")
+        time.sleep(0.1)
 
 
 def wait_done(client: Any, job_id: str, timeout: float = 30.0) -> dict:

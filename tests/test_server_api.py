@@ -1,11 +1,8 @@
 """gambar's own API over real HTTP on 127.0.0.1: jobs, progress, fairness, limits, safety."""
 
 import base64
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,6 +14,7 @@ from helpers_server import (  # noqa: F401
     need,
     png_provenance,
     served_models,
+    start_serve,
     wait_done,
 )
 
@@ -335,25 +333,9 @@ def test_cli_serve_one_line_errors(tiny_model_dir, tmp_path, capsys):
 
 
 def test_cli_serve_runs_a_real_server(tiny_model_dir, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GAMBAR_TOKEN": "tok"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gambar.cli", "serve", "--model", str(tiny_model_dir),
-         "--port", str(port), "--results", str(tmp_path), "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc, url = start_serve(["--model", str(tiny_model_dir), "--results", str(tmp_path)],
+                            env={"GAMBAR_TOKEN": "tok"})
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/api/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.1)
         with httpx.Client(base_url=url, headers={"Authorization": "Bearer tok"}) as c:
             assert c.get("/api/models").status_code == 200
             job = wait_done(c, submit(c, prompt="a red circle")["id"])
@@ -363,4 +345,4 @@ def test_cli_serve_runs_a_real_server(tiny_model_dir, tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
-    assert f"127.0.0.1:{port}" in err.decode()
+    assert url.removeprefix("http://") in err.decode()
