@@ -1,4 +1,7 @@
-"""A bounded load test on 127.0.0.1: 20 concurrent clients, 100 jobs, tiny model, 2 steps.
+"""A bounded load test on 127.0.0.x: 20 concurrent clients, 100 jobs, tiny model, 2 steps.
+
+Each client connects from its own loopback address, as 20 machines would (the queue's shares
+and turns go per address).
 
 No job may be lost or run twice, and completion must be fair (round-robin between clients).
 """
@@ -12,7 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers_server import live_server, need, png_provenance, served_models  # noqa: F401
+from helpers_server import (  # noqa: F401
+    client_from,
+    live_server,
+    need,
+    png_provenance,
+    served_models,
+)
 
 need("fastapi")
 httpx = need("httpx")
@@ -38,9 +47,9 @@ class Counting:
 
 
 def run_client(url, k, start):
-    """Submit JOBS_EACH jobs as client k, wait for all, fetch and check every image."""
-    with httpx.Client(base_url=url, headers={"X-Client-Id": f"client-{k:02d}"},
-                      timeout=60) as c:
+    """Submit JOBS_EACH jobs as client k (from its own address), wait for all, check them."""
+    with client_from(url, f"127.0.0.{k + 2}", headers={"X-Client-Id": f"client-{k:02d}"},
+                     timeout=60) as c:
         start.wait()
         ids = []
         for j in range(JOBS_EACH):

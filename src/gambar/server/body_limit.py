@@ -9,7 +9,6 @@ server takes is a small JSON object (prompts are at most 500 characters), so the
 
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,28 +31,38 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = too_large_message(self.max_bytes)
+        refusal = error_response(Request(scope), 413, too_large_message(self.max_bytes),
+                                 headers={"Connection": "close"})  # rather than read the rest
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            # The client may still be sending: close the connection rather than read it all.
-            response = error_response(Request(scope), 413, message,
-                                      headers={"Connection": "close"})
-            await response(scope, receive, send)
+            await refusal(scope, receive, send)
             return
         received = 0
+        started = refused = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, refused
             event = await receive()
-            if event["type"] == "http.request":
+            if event["type"] == "http.request" and not refused:
                 received += len(event.get("body", b""))
                 if received > self.max_bytes:
-                    # Raised inside the handler's body read; the app's HTTPException handler
-                    # answers it in the dialect of the path (see errors.py).
-                    raise HTTPException(413, message, headers={"Connection": "close"})
+                    # Answer here and tell the app the client left: it stops reading, and what
+                    # it answers to that is dropped below. (Raising instead would reach the
+                    # handler wrapped in an ExceptionGroup by the auth middleware's task group.)
+                    refused = True
+                    if not started:
+                        await refusal(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return event
 
-        await self.app(scope, counted, send)
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = True
+            await send(message)
+
+        await self.app(scope, counted, guarded)
 
 
 def _content_length(scope: Scope) -> int | None:
