@@ -42,23 +42,36 @@ def run_build(args: argparse.Namespace) -> Path:
     return report.out
 
 
+def _check_grid_path(path: Path) -> Path:
+    """A .png path whose folder exists, checked before any image is read."""
+    if path.suffix.lower() != ".png":
+        raise InvalidInputError(f"--grid must be a .png file, not {path}")
+    if path.is_dir():
+        raise InvalidInputError(f"--grid {path} is a folder; give a .png file name")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"--grid {path}: the folder {path.parent} does not exist")
+    return path
+
+
 def run_info(args: argparse.Namespace) -> Path:
     """Print counts and a caption-length histogram; write a sample grid PNG."""
     from gambar.data.info import dataset_info, format_info, sample_grid
-    from gambar.data.loading import load_dataset
+    from gambar.data.loading import check_image_size
     from gambar.fsutil import atomic_write_bytes
 
+    check_image_size(args.size)
+    name = Path(str(args.path).rstrip("/")).name or "dataset"
+    grid_path = _check_grid_path(Path(args.grid) if args.grid else Path(f"{name}-samples.png"))
     info = dataset_info(args.path, [args.split] if args.split else None,
-                        verify=not args.no_verify)
+                        verify=not args.no_verify, size=args.size)
     print(format_info(info))
     first = next(iter(info.splits))
-    name = Path(str(args.path).rstrip("/")).name or "dataset"
-    grid_path = Path(args.grid) if args.grid else Path(f"{name}-samples.png")
-    if grid_path.suffix.lower() != ".png":
-        raise InvalidInputError(f"--grid must be a .png file, not {grid_path}")
-    dataset = load_dataset(args.path, size=args.size, split=first, verify=False)
     buf = io.BytesIO()
-    sample_grid(dataset).save(buf, format="PNG")
-    atomic_write_bytes(grid_path, buf.getvalue())
+    sample_grid(info.datasets[first]).save(buf, format="PNG")
+    try:
+        atomic_write_bytes(grid_path, buf.getvalue())
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write the grid to {grid_path} ({exc.strerror or exc})"
+                                ) from None
     print(f"sample grid ({first}): {grid_path}")
     return grid_path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from gambar.data.formats import printable
 from gambar.data.loading import (
     BUILTIN,
     CaptionedImages,
@@ -18,13 +20,14 @@ from gambar.data.loading import (
     load_dataset,
     parse_spec,
 )
-from gambar.errors import InvalidInputError
+from gambar.errors import GambarError, InvalidInputError
 from gambar.imaging import make_grid
 
 # Upper ends of the caption-length bins, in words (the last bin is open).
 LENGTH_BINS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30)
 GRID_IMAGES = 32
 GRID_COLUMNS = 8
+log = logging.getLogger("gambar.data")
 
 
 @dataclass
@@ -40,11 +43,12 @@ class SplitInfo:
 
 @dataclass
 class DatasetInfo:
-    """Counts per split of one dataset spec."""
+    """Counts per split of one dataset spec, and the datasets counted (for a sample grid)."""
 
     spec: str
     kind: str
     splits: dict[str, SplitInfo]
+    datasets: dict[str, CaptionedImages | WebDataset] = field(default_factory=dict, repr=False)
 
 
 def available_splits(spec: str | Path) -> list[str]:
@@ -108,18 +112,22 @@ def _add(info: SplitInfo, captions: Sequence[str]) -> None:
 
 
 def dataset_info(spec: str | Path, splits: Sequence[str] | None = None,
-                 verify: bool = True) -> DatasetInfo:
-    """Counts of each split (default: every split the dataset has)."""
+                 verify: bool = True, size: int = 64) -> DatasetInfo:
+    """Counts of each split (default: every split the dataset has); images `size` pixels square.
+
+    Each split is loaded once, so its skipped items are reported once.
+    """
     kind, _ = parse_spec(spec)
     chosen = list(splits) if splits else available_splits(spec)
     if not chosen:
         raise InvalidInputError(f"{spec} has no splits with data")
-    out = {}
+    out, datasets = {}, {}
     for split in chosen:
         info = SplitInfo()
-        _count(load_dataset(spec, split=split, verify=verify), info)
+        datasets[split] = load_dataset(spec, size=size, split=split, verify=verify)
+        _count(datasets[split], info)
         out[split] = info
-    return DatasetInfo(str(spec), kind, out)
+    return DatasetInfo(str(spec), kind, out, datasets)
 
 
 def length_histogram(words: Counter[int]) -> list[tuple[str, int]]:
@@ -152,7 +160,7 @@ def format_info(info: DatasetInfo, width: int = 40) -> str:
     peak = max((n for _, n in hist), default=0) or 1
     for label, n in hist:
         lines.append(f"  {label:>6s} {n:8d} " + "#" * round(width * n / peak))
-    lines.append("examples: " + " | ".join(total.examples[:5]))
+    lines.append("examples: " + " | ".join(printable(e) for e in total.examples[:5]))
     for where, reason in total.skipped[:10]:
         lines.append(f"skipped {where}: {reason}")
     if len(total.skipped) > 10:
@@ -162,13 +170,19 @@ def format_info(info: DatasetInfo, width: int = 40) -> str:
 
 def sample_grid(dataset: CaptionedImages | WebDataset, n: int = GRID_IMAGES,
                 cols: int = GRID_COLUMNS) -> Image.Image:
-    """A grid of up to n images spread evenly over the dataset (the first n of a stream)."""
+    """A grid of up to n images spread evenly over the dataset (the first n of a stream); images
+    that fail to load (possible when they were not verified) are left out, as a stream does."""
     if isinstance(dataset, WebDataset):
         images = [_to_pil(x) for x, _, _ in islice(iter(dataset), n)]
     else:
         count = len(dataset)
         picks = sorted({round(i * (count - 1) / max(n - 1, 1)) for i in range(min(n, count))})
-        images = [dataset.image(i) for i in picks]
+        images = []
+        for i in picks:
+            try:
+                images.append(dataset.image(i))
+            except GambarError as exc:
+                log.warning("sample grid: left out %s", exc)
     if not images:
         raise InvalidInputError("the dataset has no images to show")
     return make_grid(images, cols=min(cols, len(images)))

@@ -22,13 +22,24 @@ from gambar.data.shapes import to_tensor
 from gambar.data.shapes_vocab import BACKGROUND
 from gambar.errors import InvalidInputError
 
-__all__ = ["CaptionedImages", "WebDataset", "choose_caption", "load_dataset", "square_image",
-           "to_tensor"]
+__all__ = ["CaptionedImages", "WebDataset", "check_image_size", "choose_caption", "load_dataset",
+           "square_image", "to_tensor"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
 SPLIT_ALIASES: dict[str, str] = {"validation": "val", "valid": "val", "dev": "val"}
 FORMATS: tuple[str, ...] = ("imagefolder", "coco", "cub", "webdataset")
 BUILTIN: tuple[str, ...] = ("emoji", "glyphs")
+# Image side a loader squares to. 512 is what the dataset builders draw at most; a batch of 32
+# images at 30000 pixels took 10.8 GB and a minute for one `data info` grid.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 512
+
+
+def check_image_size(size: object) -> int:
+    """`size` if it is an integer from MIN_IMAGE_SIZE to MAX_IMAGE_SIZE, else a one-line error."""
+    if type(size) is not int or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise InvalidInputError(f"image size must be an integer from {MIN_IMAGE_SIZE} to "
+                                f"{MAX_IMAGE_SIZE}, not {size!r}")
+    return size
 
 
 def square_image(image: Image.Image, size: int) -> Image.Image:
@@ -74,8 +85,7 @@ class CaptionedImages(torch.utils.data.Dataset):
 
     def __init__(self, records: Sequence[Record], size: int = 64, *, seed: int = 0,
                  name: str = "", skipped: Sequence[tuple[str, str]] = ()) -> None:
-        if not isinstance(size, int) or size < 8:
-            raise InvalidInputError(f"image size must be an integer >= 8, got {size!r}")
+        check_image_size(size)
         if seed < 0:
             raise InvalidInputError(f"seed must be >= 0, got {seed}")
         self.records, self.size, self.seed, self.name = list(records), size, seed, name
@@ -140,6 +150,10 @@ def detect_format(path: Path) -> str:
 
     if not path.exists() and not any(c in str(path) for c in "*?{"):
         raise InvalidInputError(f"{path} does not exist")
+    if path.is_file() and path.suffix.lower() not in (".json", ".tar"):
+        raise InvalidInputError(
+            f"{path} is a file, not a dataset: give a dataset folder, a COCO captions .json or a "
+            "webdataset .tar shard (or name the format, e.g. coco:PATH)")
     if path.suffix == ".json" or (path.is_dir() and (path / "annotations").is_dir()):
         return "coco"
     if is_cub(path):
@@ -180,27 +194,33 @@ def load_dataset(spec: str | Path, size: int = 64, split: str = "train", *, seed
     checked). limit: keep the first N records (tests, quick looks). options go to the source:
     image_dir= (coco, cub), caption_field= (imagefolder), languages=/background= (emoji, glyphs),
     shuffle_shards= (webdataset). Bad images are logged one by one and summarised in one
-    SkippedItemsWarning; an image without a caption raises InvalidInputError naming it.
+    SkippedItemsWarning, as are files that resolve outside the dataset's folder and images over
+    `gambar.imaging.MAX_IMAGE_PIXELS`; an image without a caption raises InvalidInputError
+    naming it.
     """
     split = _split(split)
+    check_image_size(size)
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise InvalidInputError(f"limit must be a whole number of at least 1, not {limit!r}")
     kind, target = parse_spec(spec)
     if kind == "webdataset":
-        from gambar.data.formats.webdataset import find_shards
+        from gambar.data.formats.webdataset import find_shards, shard_root
 
         if limit is not None:
             raise InvalidInputError("limit= does not apply to streamed webdataset shards")
-        return WebDataset(find_shards(target, split), size, seed=seed, **options)
-    records = _records(kind, Path(target), split, size, options)
+        return WebDataset(find_shards(target, split), size, seed=seed, root=shard_root(target),
+                          **options)
+    bad = BadItems(f"{kind} {target}".strip())
+    records = _records(kind, Path(target), split, size, options, bad)
     if limit is not None:
         records = records[:limit]
-    bad = BadItems(f"{kind} {target}".strip())
     records = check_files(records, bad, verify)
     bad.warn(len(records) + len(bad))
     return CaptionedImages(records, size, seed=seed, name=kind, skipped=bad.items)
 
 
 def _records(kind: str, path: Path, split: str, size: int,
-             options: dict[str, Any]) -> list[Record]:
+             options: dict[str, Any], bad: BadItems) -> list[Record]:
     if kind == "emoji":
         from gambar.data.emoji import emoji_records
 
@@ -221,4 +241,4 @@ def _records(kind: str, path: Path, split: str, size: int,
         return coco_records(path, split, **options)
     from gambar.data.formats.cub import cub_records
 
-    return cub_records(path, split, **options)
+    return cub_records(path, split, bad=bad, **options)

@@ -7,11 +7,10 @@ has about five captions. Layout found under a root folder (the official download
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from gambar.data.formats import Record, clean_captions
+from gambar.data.formats import Record, clean_captions, parse_json, read_text
 from gambar.errors import CorruptFileError, InvalidInputError
 
 # gambar split -> the word COCO uses in file and folder names
@@ -53,10 +52,7 @@ def _image_dir(annotations: Path, image_dir: Path | None) -> Path:
 
 
 def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CorruptFileError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    data = parse_json(read_text(path), str(path))
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
         raise CorruptFileError(f"{path}: not a COCO captions file (needs 'images' and "
@@ -64,28 +60,51 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _id(value: Any) -> int | None:
+    """A COCO id: an integer, or a string of digits as some converters write; else None."""
+    if type(value) is int:
+        return value
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
+
+
+def _images(data: dict[str, Any], annotations: Path) -> dict[int, str]:
+    """image id -> file name, each entry checked (a number or list as file name is an error)."""
+    images = {}
+    for i, im in enumerate(data["images"]):
+        image_id = _id(im.get("id")) if isinstance(im, dict) else None
+        if image_id is None or not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise CorruptFileError(
+                f"{annotations}: images[{i}] needs an integer 'id' and a 'file_name' string")
+        images[image_id] = im["file_name"]
+    return images
+
+
 def coco_records(root: Path, split: str = "train",
                  image_dir: Path | None = None) -> list[Record]:
-    """One record per image with all its captions (in annotation-id order), images by id."""
+    """One record per image with all its captions (in annotation-id order), images by id; a
+    file_name that leaves the image folder is refused by the loader."""
     annotations = find_annotations(Path(root), split)
     data = _load_json(annotations)
     folder = _image_dir(annotations, Path(image_dir) if image_dir is not None else None)
-    try:
-        images = {int(im["id"]): str(im["file_name"]) for im in data["images"]}
-        notes = sorted(data["annotations"], key=lambda a: int(a.get("id", 0)))
-        captions: dict[int, list[str]] = {i: [] for i in images}
-        for a in notes:
-            image_id = int(a["image_id"])
-            if image_id not in images:
-                raise InvalidInputError(
-                    f"{annotations}: annotation {a.get('id')} names image_id {image_id}, "
-                    "which is not in 'images'")
-            captions[image_id].append(a.get("caption", ""))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptFileError(f"{annotations}: malformed entry ({exc!r})") from None
+    images = _images(data, annotations)
+    notes = []  # (id, image_id, caption)
+    for i, a in enumerate(data["annotations"]):
+        ids = (_id(a.get("id", 0)), _id(a.get("image_id"))) if isinstance(a, dict) else (None,)
+        if None in ids:
+            raise CorruptFileError(
+                f"{annotations}: annotations[{i}] needs integer 'id' and 'image_id'")
+        notes.append((*ids, a.get("caption")))
+    captions: dict[int, list[Any]] = {i: [] for i in images}
+    for note_id, image_id, caption in sorted(notes, key=lambda n: n[0]):
+        if image_id not in images:
+            raise InvalidInputError(
+                f"{annotations}: annotation {note_id} names image_id {image_id}, "
+                "which is not in 'images'")
+        captions[image_id].append(caption)
     records = []
     for image_id in sorted(images):
         path = folder / images[image_id]
         texts = clean_captions(captions[image_id], f"{path} (image_id {image_id} in {annotations})")
-        records.append(Record(path, texts, {"image_id": image_id, "file_name": images[image_id]}))
+        records.append(Record(path, texts, {"image_id": image_id, "file_name": images[image_id]},
+                              root=folder))
     return records

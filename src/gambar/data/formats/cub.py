@@ -14,8 +14,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gambar.data.formats import IMAGE_EXTENSIONS, Record, clean_captions
-from gambar.errors import InvalidInputError
+from gambar.data.formats import (
+    IMAGE_EXTENSIONS,
+    BadItems,
+    OutsideDatasetError,
+    Record,
+    clean_captions,
+    inside,
+    read_text,
+    skip_reason,
+)
+from gambar.errors import CorruptFileError, InvalidInputError
 
 TEXT_DIR = "text_c10"
 # gambar split -> class-list files to try, in order
@@ -41,7 +50,16 @@ def _classes(root: Path, split: str) -> list[str]:
     for name in SPLIT_FILES[split]:
         path = root / name
         if path.is_file():
-            return [c.strip() for c in path.read_text(encoding="utf-8").splitlines() if c.strip()]
+            classes = []
+            for n, line in enumerate(read_text(path).splitlines(), 1):
+                c = line.strip()
+                # a class is a folder of text_c10/: "../x" or "/x" would read captions elsewhere
+                if c in (".", "..") or "/" in c or "\0" in c:
+                    raise InvalidInputError(
+                        f"{path}:{n}: {c!r} is not a class folder name (no '/', '.' or '..')")
+                if c:
+                    classes.append(c)
+            return classes
     raise InvalidInputError(f"{root} has no {' or '.join(SPLIT_FILES[split])} for split {split!r}")
 
 
@@ -74,8 +92,14 @@ def _label(class_name: str) -> tuple[int | None, str]:
     return int(match.group(1)), match.group(2).replace("_", " ") or class_name
 
 
-def cub_records(root: Path, split: str = "train", image_dir: Path | None = None) -> list[Record]:
-    """One record per caption file of the split's classes: its ten captions and its image."""
+def cub_records(root: Path, split: str = "train", image_dir: Path | None = None,
+                bad: BadItems | None = None) -> list[Record]:
+    """One record per caption file of the split's classes: its ten captions and its image.
+
+    A caption file that resolves outside ROOT/text_c10 (a symlink out) is not read: it goes to
+    `bad` (an OutsideDatasetError without one); an image outside its folder is refused by the
+    loader.
+    """
     root = Path(root)
     if not is_cub(root):
         raise InvalidInputError(f"{root} has no {TEXT_DIR}/ folder (Reed et al. 2016 layout)")
@@ -89,10 +113,18 @@ def cub_records(root: Path, split: str = "train", image_dir: Path | None = None)
                 f"class {class_name!r} of split {split!r} has no folder {folder}")
         label, readable = _label(class_name)
         for text in sorted(folder.glob("*.txt")):
-            captions = clean_captions(text.read_text(encoding="utf-8").splitlines(), str(text))
+            try:
+                inside(text, root / TEXT_DIR)
+            except (OutsideDatasetError, CorruptFileError) as exc:
+                if bad is None:
+                    raise
+                bad.add(str(text), skip_reason(exc, str(text)))
+                continue
+            captions = clean_captions(read_text(text).splitlines(), str(text))
             image = index.get((class_name, text.stem)) or index.get(("", text.stem))
             # An image that is absent keeps the path it should have, so the loader reports it.
             path = image if image is not None else images / class_name / f"{text.stem}.jpg"
             records.append(Record(path, captions, {"class": class_name, "label": label,
-                                                   "class_name": readable, "image": text.stem}))
+                                                   "class_name": readable, "image": text.stem},
+                                  root=images))
     return records

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from gambar.data.formats import IMAGE_EXTENSIONS, Record, clean_captions
+from gambar.data.formats import IMAGE_EXTENSIONS, Record, clean_captions, parse_json, read_text
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.fsutil import replace_dir
 
@@ -54,46 +54,54 @@ def is_imagefolder(root: Path) -> bool:
 
 
 def _rows(folder: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(where, row) for each row of the folder's metadata file."""
+    """(where, row) for each row of the folder's metadata file; a line that is not UTF-8, not
+    JSON or not an object is an error naming it (a broken export, not one bad image)."""
     jsonl, csv_path = folder / METADATA_FILES[0], folder / METADATA_FILES[1]
     if jsonl.is_file():
         rows = []
-        for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+        # split on "\n" only: JSON strings may hold U+2028 and other breaks splitlines() splits at
+        for n, line in enumerate(read_text(jsonl).split("\n"), 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorruptFileError(f"{jsonl}:{n}: not valid JSON ({exc.msg})") from None
+            row = parse_json(line, f"{jsonl}:{n}")
             if not isinstance(row, dict):
-                raise CorruptFileError(f"{jsonl}:{n}: expected a JSON object per line")
+                raise CorruptFileError(
+                    f"{jsonl}:{n}: expected a JSON object per line, not {type(row).__name__}")
             rows.append((f"{jsonl}:{n}", row))
         return rows
-    with csv_path.open(encoding="utf-8", newline="") as f:
-        return [(f"{csv_path}:{n}", dict(row)) for n, row in enumerate(csv.DictReader(f), 2)]
+    reader = csv.DictReader(io.StringIO(read_text(csv_path), newline=""))
+    try:
+        return [(f"{csv_path}:{reader.line_num}", dict(row)) for row in reader]
+    except csv.Error as exc:
+        raise CorruptFileError(f"{csv_path}:{reader.line_num}: not valid CSV ({exc})") from None
 
 
 def _captions(row: dict[str, Any], field: str | None) -> list[Any]:
     """The row's captions: `field` if given, else "captions" (a list) if present, else "text"."""
     key = field or ("captions" if "captions" in row else "text")
     value = row.get(key)
-    if isinstance(value, str):
-        return [value]
-    return list(value) if isinstance(value, list) else []
+    # anything but a list is one caption; clean_captions rejects one that is not a string
+    return value if isinstance(value, list) else [value]
 
 
-def read_split(folder: Path, caption_field: str | None = None) -> list[Record]:
-    """Records of one split folder (whether each listed image exists is checked by the loader)."""
+def read_split(folder: Path, caption_field: str | None = None,
+               root: Path | None = None) -> list[Record]:
+    """Records of one split folder; each image must stay inside `root` (default: `folder`), which
+    the loader checks with whether it exists."""
     records, listed = [], set()
     for where, row in _rows(folder):
         name = row.get("file_name")
-        if not isinstance(name, str) or not name:
+        if name is None or name == "":
             raise InvalidInputError(f"{where}: the row has no 'file_name'")
+        if not isinstance(name, str):
+            raise InvalidInputError(
+                f"{where}: 'file_name' must be a string, not {type(name).__name__}")
         path = folder / name
         captions = clean_captions(_captions(row, caption_field), f"{path} ({where})")
         listed.add(os.path.normpath(name))
         meta = {k: v for k, v in row.items() if k not in ("file_name", "captions")}
-        records.append(Record(path, captions, {"file_name": name, **meta}))
+        records.append(Record(path, captions, {"file_name": name, **meta},
+                              root=folder if root is None else root))
     # An image in the folder that no row names has no caption: an error, never silently unused.
     for path in sorted(folder.rglob("*")):
         rel = os.path.normpath(path.relative_to(folder))
@@ -106,17 +114,18 @@ def read_split(folder: Path, caption_field: str | None = None) -> list[Record]:
 
 def imagefolder_records(root: Path, split: str = "train",
                         caption_field: str | None = None) -> list[Record]:
-    """Records of `split` ("train" | "val" | "test" | "all") of an imagefolder dataset."""
+    """Records of `split` ("train" | "val" | "test" | "all") of an imagefolder dataset; a file name
+    that leaves `root` (`../x.png`, an absolute path, a symlink out) is refused by the loader."""
     found = split_dirs(root)
     if not found:
         raise InvalidInputError(
             f"{root} has no metadata.jsonl (nor train/, validation/, test/ folders with one)")
     if split == "all":
-        return [r for s in found for r in read_split(found[s], caption_field)]
+        return [r for s in found for r in read_split(found[s], caption_field, root)]
     if split not in found:
         raise InvalidInputError(
             f"{root} has no {split!r} split; it has: {', '.join(found)} (or use split='all')")
-    return read_split(found[split], caption_field)
+    return read_split(found[split], caption_field, root)
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -159,20 +168,27 @@ class ImageFolderWriter:
 
     def __init__(self, out: Path, overwrite: bool = False) -> None:
         out = Path(out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            raise InvalidInputError(f"{out} is a file; give a folder to build the dataset in")
+        if out.exists() and any(out.iterdir()):
             if not overwrite:
                 raise InvalidInputError(f"{out} already exists and is not empty; "
                                         "choose another folder or pass --overwrite")
-            card = out / "README.md"
-            if not (card.is_file() and CARD_MARKER in card.read_text(encoding="utf-8")):
+            card = out / "README.md"  # bytes: a foreign README need not be UTF-8
+            if not (card.is_file() and CARD_MARKER.encode() in card.read_bytes()):
                 raise InvalidInputError(
                     f"{out} is not a dataset built by gambar; refusing to replace it")
         self.out = out
         self.tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir()
+        try:  # checked before any image is drawn: a bad OUT fails in a second, not at the end
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot create {out} ({exc.strerror or exc}); choose a folder you can write"
+            ) from None
         self.rows: dict[str, list[dict[str, Any]]] = {}
 
     def add(self, split: str, file_name: str, image: Image.Image,

@@ -8,7 +8,6 @@ caption a line; a `.json` may hold "text", "caption" or "captions" and is passed
 
 from __future__ import annotations
 
-import json
 import re
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
@@ -18,10 +17,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from gambar.data.formats import BadItems, clean_captions, decode_image
+from gambar.data.formats import (
+    BadItems,
+    OutsideDatasetError,
+    clean_captions,
+    inside,
+    parse_json,
+    skip_reason,
+)
 from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.imaging import ImageTooLargeError, open_image
 
 IMAGE_KEYS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+# A member is read whole into memory: 256 MB holds any image within the pixel cap (8192^2 RGB is
+# 201 MB even uncompressed) and stops a crafted multi-gigabyte member.
+MAX_MEMBER_BYTES = 256 * 2**20
 CAPTION_KEYS: tuple[str, ...] = ("txt", "caption", "text")
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
@@ -60,6 +70,19 @@ def find_shards(spec: str | Path, split: str) -> list[Path]:
     return shards
 
 
+def shard_root(spec: str | Path) -> Path | None:
+    """The folder shards found by listing must stay inside (a symlink out is refused): the folder
+    given, or the folder of a glob; None for shards the user named one by one."""
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    if any(c in str(spec) for c in "*?["):
+        parts = path.parts
+        fixed = next(i for i, part in enumerate(parts) if any(c in part for c in "*?[{"))
+        return Path(*parts[:fixed]) if fixed else Path()
+    return None
+
+
 def is_webdataset(path: Path) -> bool:
     """Whether `path` is a tar shard or a folder of them."""
     return path.suffix == ".tar" or (path.is_dir() and any(path.rglob("*.tar")))
@@ -72,8 +95,9 @@ def _split_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def iter_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for each sample of one shard, in file order."""
+def iter_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes | None]]]:
+    """(key, {extension: bytes}) for each sample of one shard, in file order; a member over
+    MAX_MEMBER_BYTES is not read and maps to None."""
     key, files = None, {}
     with tarfile.open(shard, "r|*") as tar:
         for member in tar:
@@ -86,6 +110,9 @@ def iter_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                 yield key, files
                 files = {}
             key = k
+            if member.size > MAX_MEMBER_BYTES:
+                files[ext] = None
+                continue
             handle = tar.extractfile(member)
             files[ext] = handle.read() if handle is not None else b""
     if key is not None:
@@ -96,18 +123,16 @@ def _captions(files: dict[str, bytes], where: str) -> tuple[tuple[str, ...], dic
     """Captions (from .txt, or a .json's text/caption/captions) and the .json as metadata."""
     meta: dict[str, Any] = {}
     if "json" in files:
-        try:
-            meta = json.loads(files["json"].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptFileError(f"{where}.json: not valid JSON ({exc})") from None
+        meta = parse_json(files["json"], f"{where}.json")
         meta = meta if isinstance(meta, dict) else {"json": meta}
     for ext in CAPTION_KEYS:
         if ext in files:
             text = files[ext].decode("utf-8", errors="replace")
             return clean_captions(text.splitlines(), f"{where}.{ext}"), meta
     found = meta.get("captions", meta.get("text", meta.get("caption")))
-    found = [found] if isinstance(found, str) else found if isinstance(found, list) else []
-    return clean_captions(found, f"{where} (it has no .txt)"), meta
+    # anything but a list is one caption; clean_captions rejects one that is not a string
+    return clean_captions(found if isinstance(found, list) else [found],
+                          f"{where} (it has no .txt)"), meta
 
 
 class WebDataset(torch.utils.data.IterableDataset):
@@ -116,15 +141,21 @@ class WebDataset(torch.utils.data.IterableDataset):
     Each DataLoader worker reads its own shards (shard i goes to worker i mod W). The caption of a
     sample with several, and the shard order when `shuffle_shards`, come from (seed, epoch), so a
     pass is reproducible; call `set_epoch` between passes. `exclude(captions)` drops samples (the
-    held-out filter of `gambar.data.mix`), counted in `excluded`.
+    held-out filter of `gambar.data.mix`), counted in `excluded`. A shard that resolves outside
+    `root` (a symlink out of the folder listed), an image over the pixel cap and an unreadable one
+    are skipped and counted in `skipped`.
     """
 
     def __init__(self, shards: Sequence[Path], size: int = 64, *, seed: int = 0,
                  shuffle_shards: bool = False,
-                 exclude: Callable[[Sequence[str]], bool] | None = None) -> None:
+                 exclude: Callable[[Sequence[str]], bool] | None = None,
+                 root: Path | None = None) -> None:
+        from gambar.data.loading import check_image_size
+
         if not shards:
             raise InvalidInputError("no shards given")
-        self.shards, self.size, self.seed = list(shards), size, seed
+        self.shards, self.size, self.seed = list(shards), check_image_size(size), seed
+        self.root = root
         self.shuffle_shards, self.exclude = shuffle_shards, exclude
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
@@ -151,9 +182,18 @@ class WebDataset(torch.utils.data.IterableDataset):
             shard = self.shards[shard_no]
             position = -1
             try:
+                inside(shard, self.root)
+            except (OutsideDatasetError, CorruptFileError) as exc:
+                bad.add(str(shard), skip_reason(exc, str(shard)))
+                continue
+            try:
                 for position, (key, files) in enumerate(iter_samples(shard)):
                     total += 1
                     where = f"{shard}:{key}"
+                    big = [ext for ext, data in files.items() if data is None]
+                    if big:
+                        bad.add(where, f"oversized: its .{big[0]} is over {MAX_MEMBER_BYTES} bytes")
+                        continue
                     captions, meta = _captions(files, where)
                     if self.exclude is not None and self.exclude(captions):
                         self.excluded += 1
@@ -163,9 +203,9 @@ class WebDataset(torch.utils.data.IterableDataset):
                         bad.add(where, "missing image: no .jpg/.png/.webp with this key")
                         continue
                     try:
-                        image = decode_image(files[ext], f"{where}.{ext}")
-                    except CorruptFileError as exc:
-                        bad.add(f"{where}.{ext}", f"unreadable: {str(exc).split(': ', 1)[-1]}")
+                        image = open_image(files[ext], f"{where}.{ext}")
+                    except (ImageTooLargeError, CorruptFileError) as exc:
+                        bad.add(f"{where}.{ext}", skip_reason(exc, f"{where}.{ext}"))
                         continue
                     caption = choose_caption(captions, self.seed, self.epoch, shard_no, position)
                     yield (to_tensor(square_image(image, self.size)), caption,
