@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import struct
 import tarfile
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from gambar.data.formats import SkippedItemsWarning
+from gambar.data.formats import (
+    OutsideDatasetError,
+    Record,
+    SkippedItemsWarning,
+    load_record_image,
+)
+from gambar.data.formats.imagefolder import ImageFolderWriter
 from gambar.data.formats.webdataset import WebDataset, expand_shards
 from gambar.data.loading import (
     CaptionedImages,
@@ -23,6 +32,7 @@ from gambar.data.loading import (
     square_image,
 )
 from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.imaging import MAX_IMAGE_PIXELS, ImageTooLargeError, open_image
 
 COLORS = [(200, 30, 30), (30, 160, 60), (30, 70, 220), (240, 210, 0), (130, 40, 170)]
 
@@ -338,3 +348,256 @@ def test_unknown_format_and_missing_path(tmp_path: Path):
         load_dataset(tmp_path / "nowhere")
     with pytest.raises(InvalidInputError, match="unknown split"):
         load_dataset(tmp_path, split="holdout")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile datasets (issue 19): paths out of the dataset, pixel bombs, bad metadata
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height but holds no pixel data (a few dozen bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                                      8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _outside_entry(tmp_path: Path, how: str) -> str:
+    """A file_name inside `tmp_path / "ds"` that reaches `tmp_path / "other" / "a.png"`."""
+    target = _png(tmp_path / "other" / "a.png")
+    if how == "relative":
+        return "../other/a.png"
+    if how == "absolute":
+        return str(target)
+    (tmp_path / "ds").mkdir(exist_ok=True)
+    (tmp_path / "ds" / "link.png").symlink_to(target)
+    return "link.png"
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "symlink"])
+def test_imagefolder_refuses_files_outside_the_dataset(tmp_path: Path, how: str, caplog):
+    name = _outside_entry(tmp_path, how)
+    root = tmp_path / "ds"
+    _png(root / "ok.png")
+    _jsonl(root / "metadata.jsonl", [{"file_name": "ok.png", "text": "inside"},
+                                     {"file_name": name, "text": "outside"}])
+    for verify in (True, False):
+        with caplog.at_level(logging.WARNING, logger="gambar.data"), \
+                pytest.warns(SkippedItemsWarning, match=r"skipped 1 of 2 images \(1 outside\)"):
+            ds = load_dataset(root, size=8, verify=verify)
+        assert [r.captions for r in ds.records] == [("inside",)]
+        assert ds.skipped[0][1].startswith("outside: resolves to " + str(tmp_path / "other"))
+        assert f"skipped {root / name}" in caplog.text
+    # a record made by hand is refused when it is read, too
+    forged = Record(root / name, ("x",), root=root)
+    with pytest.raises(OutsideDatasetError, match="outside the dataset folder"):
+        load_record_image(forged)
+
+
+def test_files_elsewhere_inside_the_dataset_still_load(tmp_path: Path):
+    _png(tmp_path / "shared" / "a.png")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "b.png").symlink_to(tmp_path / "shared" / "a.png")
+    _jsonl(tmp_path / "train" / "metadata.jsonl", [{"file_name": "../shared/a.png", "text": "a"},
+                                                   {"file_name": "b.png", "text": "b"}])
+    assert len(load_dataset(tmp_path, size=8)) == 2  # ../ within the dataset root is fine
+
+
+def test_coco_refuses_file_names_outside_the_image_folder(tmp_path: Path):
+    path = _coco(tmp_path, "train", n_images=3)
+    _png(tmp_path / "secret.png")
+    data = json.loads(path.read_text())
+    data["images"][1]["file_name"] = "../secret.png"
+    data["images"][2]["file_name"] = str(tmp_path / "secret.png")
+    path.write_text(json.dumps(data))
+    with pytest.warns(SkippedItemsWarning, match=r"skipped 2 of 3 images \(2 outside\)"):
+        ds = load_dataset(tmp_path, size=8)
+    assert [r.metadata["image_id"] for r in ds.records] == [100]
+
+
+def test_cub_refuses_captions_and_images_outside_and_bad_class_names(tmp_path: Path):
+    root = _cub(tmp_path / "cub")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a caption from elsewhere\n")
+    birds = root / "text_c10" / "001.Black_footed_Albatross"
+    (birds / "Black_footed_Albatross_0000.txt").unlink()
+    (birds / "Black_footed_Albatross_0000.txt").symlink_to(secret)
+    image = root / "images" / "002.Laysan_Albatross" / "Laysan_Albatross_0001.jpg"
+    image.unlink()
+    image.symlink_to(_png(tmp_path / "elsewhere.jpg"))
+    with pytest.warns(SkippedItemsWarning, match=r"skipped 2 of 4 images \(2 outside\)"):
+        ds = load_dataset(root, size=8)
+    assert all("elsewhere" not in c for r in ds.records for c in r.captions)
+    assert len(ds) == 2
+    (root / "testclasses.txt").write_text("../../outside\n")
+    with pytest.raises(InvalidInputError, match=r"testclasses.txt:1: '../../outside' is not"):
+        load_dataset(root, split="test")
+
+
+def test_webdataset_refuses_a_shard_linked_from_outside(tmp_path: Path):
+    _shard(tmp_path / "data" / "train-000.tar", [_good("a", 0)])
+    (tmp_path / "data" / "train-001.tar").symlink_to(
+        _shard(tmp_path / "private" / "p.tar", [_good("secret", 1)]))
+    for spec in (tmp_path / "data", f"webdataset:{tmp_path}/data/*.tar"):
+        with pytest.warns(SkippedItemsWarning, match="outside"):
+            assert [m["key"] for _, _, m in load_dataset(spec, size=8)] == ["a"]
+
+
+def test_images_over_the_pixel_cap_are_skipped_before_decoding(tmp_path: Path, caplog):
+    _png(tmp_path / "ok.png")
+    # header-only files: decoding would call them unreadable, so "oversized" proves the header
+    # was checked first. 100 MP is past gambar's cap (Pillow only warns), 2.5 GP past Pillow's.
+    _png_header(tmp_path / "big.png", 10_000, 10_000)
+    _png_header(tmp_path / "bomb.png", 50_000, 50_000)
+    _jsonl(tmp_path / "metadata.jsonl", [{"file_name": n, "text": n} for n in
+                                         ("ok.png", "big.png", "bomb.png")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # none may escape
+        with pytest.warns(SkippedItemsWarning, match=r"skipped 2 of 3 images \(2 oversized\)"):
+            ds = load_dataset(tmp_path, size=8)
+    assert len(ds) == 1
+    assert "10000x10000 = 100.0 megapixels" in dict(ds.skipped)[str(tmp_path / "big.png")]
+    with pytest.raises(ImageTooLargeError, match="big.png.*megapixel limit"):
+        load_dataset(tmp_path, size=8, verify=False).image(1)
+    assert MAX_IMAGE_PIXELS <= 64 * 2**20
+
+
+def test_open_image_cap_and_formats(tmp_path: Path):
+    path = _png(tmp_path / "a.png", size=(100, 100))
+    assert open_image(path, "a", max_pixels=10_000).size == (100, 100)
+    with pytest.raises(ImageTooLargeError, match=r"a: 100x100 = 0.0 megapixels"):
+        open_image(path, "a", max_pixels=9_999)
+    Image.new("RGB", (4, 4)).save(tmp_path / "t.png", format="TIFF")  # a TIFF named .png
+    with pytest.raises(CorruptFileError, match="t.png: unreadable image"):
+        open_image(tmp_path / "t.png", "t.png")
+
+
+def test_webdataset_oversized_image_and_member_are_skipped(tmp_path: Path, monkeypatch):
+    import gambar.data.formats.webdataset as wds
+
+    bomb = _png_header(tmp_path / "h.png", 50_000, 50_000).read_bytes()
+    _shard(tmp_path / "s.tar", [_good("ok", 0), ("bomb", {"png": bomb, "txt": b"a bomb"}),
+                                ("huge", {"png": _bytes(COLORS[0]), "txt": b"x" * 5000})])
+    monkeypatch.setattr(wds, "MAX_MEMBER_BYTES", 4000)
+    with pytest.warns(SkippedItemsWarning, match=r"skipped 2 of 3 images \(2 oversized\)"):
+        assert [m["key"] for _, _, m in load_dataset(tmp_path / "s.tar", size=8)] == ["ok"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_metadata_that_is_not_utf8_names_file_and_line(tmp_path: Path, fmt: str):
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "b.png")
+    if fmt == "jsonl":
+        text = '{"file_name": "a.png", "text": "cafe"}\n{"file_name": "b.png", "text": "café"}\n'
+    else:
+        text = "file_name,text\na.png,cafe\nb.png,café\n"
+    (tmp_path / f"metadata.{fmt}").write_bytes(text.encode("latin-1"))
+    line = 2 if fmt == "jsonl" else 3
+    with pytest.raises(CorruptFileError, match=rf"metadata\.{fmt}:{line}: not UTF-8 \(byte 0xe9\)"):
+        load_dataset(tmp_path)
+
+
+def test_other_text_files_that_are_not_utf8_are_one_line_errors(tmp_path: Path):
+    path = _coco(tmp_path / "coco")
+    path.write_bytes(path.read_bytes().replace(b"caption 0", "légende".encode("latin-1")))
+    with pytest.raises(CorruptFileError, match=r"captions_train2014\.json:1: not UTF-8"):
+        load_dataset(tmp_path / "coco")
+    root = _cub(tmp_path / "cub")
+    (root / "text_c10" / "003.Sooty_Albatross" / "Sooty_Albatross_0000.txt").write_bytes(
+        "un oiseau gris foncé\n".encode("latin-1"))
+    with pytest.raises(CorruptFileError, match=r"Sooty_Albatross_0000\.txt:1: not UTF-8"):
+        load_dataset(root, split="test")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("[1, 2]", r"metadata\.jsonl:2: expected a JSON object per line, not list"),
+    ('"a string"', r"metadata\.jsonl:2: expected a JSON object per line, not str"),
+    ('{"file_name": 5, "text": "x"}', r"metadata\.jsonl:2: 'file_name' must be a string, not int"),
+    ('{"file_name": ["b.png"], "text": "x"}', r"'file_name' must be a string, not list"),
+    ('{"file_name": "b.png", "text": 5}', r"jsonl:2\): a caption must be a string, not int"),
+    ('{"file_name": "b.png", "text": {"a": 1}}', r"a caption must be a string, not dict"),
+    ('{"file_name": "b.png", "captions": ["ok", 3]}', r"a caption must be a string, not int"),
+    ("[" * 100_000, r"metadata\.jsonl:2: not valid JSON \(nested too deeply\)"),
+    ('{"file_name": "b.png", "text": "x"', r"metadata\.jsonl:2: not valid JSON"),
+])
+def test_malformed_metadata_rows_are_one_line_errors_naming_the_line(tmp_path: Path, line: str,
+                                                                    message: str):
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "b.png")
+    (tmp_path / "metadata.jsonl").write_text(
+        '{"file_name": "a.png", "text": "fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises((InvalidInputError, CorruptFileError), match=message):
+        load_dataset(tmp_path, size=8)
+
+
+def test_metadata_with_a_bom_and_unicode_line_separators_loads(tmp_path: Path):
+    _png(tmp_path / "a.png")
+    row = json.dumps({"file_name": "a.png", "text": "two\u2028lines"}, ensure_ascii=False)
+    (tmp_path / "metadata.jsonl").write_bytes(b"\xef\xbb\xbf" + row.encode() + b"\n")
+    assert load_dataset(tmp_path, size=8).records[0].captions == ("two\u2028lines",)
+
+
+def test_coco_entries_of_the_wrong_type_are_one_line_errors(tmp_path: Path):
+    path = _coco(tmp_path)
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = 5
+    path.write_text(json.dumps(data))
+    with pytest.raises(CorruptFileError, match=r"images\[0\] needs an integer 'id' and a"):
+        load_dataset(tmp_path)
+    data = json.loads(path.read_text().replace('"file_name": 5', '"file_name": "x.jpg"'))
+    data["annotations"][0] = ["not", "an", "object"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(CorruptFileError, match=r"annotations\[0\] needs integer"):
+        load_dataset(tmp_path)
+
+
+def test_unreadable_metadata_and_odd_names_are_reported(tmp_path: Path, monkeypatch):
+    _png(tmp_path / "a.png")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    _jsonl(tmp_path / "metadata.jsonl", [{"file_name": "a.png", "text": "a"},
+                                         {"file_name": "loop.png", "text": "a symlink loop"},
+                                         {"file_name": "x\0y.png", "text": "a NUL"},
+                                         {"file_name": "new\nline.png", "text": "two lines"}])
+    with pytest.warns(SkippedItemsWarning, match=r"skipped 3 of 4 images"):
+        ds = load_dataset(tmp_path, size=8)
+    assert len(ds) == 1 and all("\n" not in w + r for w, r in ds.skipped)
+    real = Path.read_bytes
+
+    def denied(self: Path) -> bytes:
+        if self.name == "metadata.jsonl":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # root reads anything, so pretend
+    with pytest.raises(CorruptFileError, match=r"metadata\.jsonl: cannot read it \(Permission"):
+        load_dataset(tmp_path, size=8)
+
+
+def test_a_plain_file_and_bad_options_are_one_line_errors(tmp_path: Path):
+    png = _png(tmp_path / "picture.png")
+    with pytest.raises(InvalidInputError, match="picture.png is a file, not a dataset"):
+        load_dataset(png)
+    _jsonl(tmp_path / "metadata.jsonl", [{"file_name": "picture.png", "text": "a"}])
+    for size in (0, -3, 4096, 64.0):
+        with pytest.raises(InvalidInputError, match="image size must be an integer from 8 to 512"):
+            load_dataset(tmp_path, size=size)
+    for limit in (0, -1):
+        with pytest.raises(InvalidInputError, match="limit must be"):
+            load_dataset(tmp_path, size=8, limit=limit)
+
+
+def test_writer_refuses_a_file_or_an_uncreatable_folder(tmp_path: Path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidInputError, match="file is a file; give a folder"):
+        ImageFolderWriter(tmp_path / "file", overwrite=True)
+    with pytest.raises(InvalidInputError, match="cannot create .*file/sub"):
+        ImageFolderWriter(tmp_path / "file" / "sub")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "README.md").write_bytes("r\xe9sum\xe9".encode("latin-1"))
+    with pytest.raises(InvalidInputError, match="not a dataset built by gambar"):
+        ImageFolderWriter(tmp_path / "old", overwrite=True)

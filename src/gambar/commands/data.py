@@ -49,7 +49,7 @@ def _check_grid_path(path: Path) -> Path:
     if path.is_dir():
         raise InvalidInputError(f"--grid {path} is a folder; give a .png file name")
     if not path.parent.is_dir():
-        raise InvalidInputError(f"--grid {path}: the folder {path.parent} does not exist")
+        raise InvalidInputError(f"--grid {path}: {path.parent} is not an existing folder")
     return path
 
 
