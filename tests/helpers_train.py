@@ -30,6 +30,8 @@ def target(x: torch.Tensor) -> torch.Tensor:
 class ToyTask:
     """Tiny MLP regressing `target` on inputs derived from the global batch index."""
 
+    SECTIONS = ("toy",)  # the recipe sections it reads besides [train]
+
     def __init__(self, recipe: dict[str, Any]) -> None:
         hidden = recipe.get("toy", {}).get("hidden", 16)
         # Dropout draws from torch's global RNG, so resume must restore that stream too.
@@ -86,6 +88,31 @@ class InterruptingToyTask(ToyTask):
         return super().loss(model, batch, generator)
 
 
+class PoisonedToyTask(ToyTask):
+    """Goes wrong during loss call number `at_call` (0-based), on rank `rank` only.
+
+    "loss": that call returns NaN. "weight": the call's loss stays finite, but a weight it used
+    becomes NaN before backward, so the update leaves NaN weights behind (what an lr of 1e30
+    does) and only a check of the weights can tell.
+    """
+
+    def __init__(self, recipe: dict[str, Any], at_call: int, kind: str = "loss",
+                 rank: int = 0) -> None:
+        super().__init__(recipe)
+        self.calls, self.at_call, self.kind, self.rank = 0, at_call, kind, rank
+
+    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        poisoned = self.calls == self.at_call and int(os.environ.get("RANK", "0")) == self.rank
+        self.calls += 1
+        loss = super().loss(model, batch, generator)
+        if poisoned and self.kind == "loss":
+            return loss * float("nan")
+        if poisoned:
+            with torch.no_grad():
+                next(model.parameters()).data[0, 0] = float("nan")
+        return loss
+
+
 def toy_recipe(run_dir: Path | str, **train: Any) -> dict[str, Any]:
     """A recipe for ToyTask: a few steps, checkpoints every 3, samples every 3."""
     base: dict[str, Any] = {
@@ -107,20 +134,30 @@ def toy_recipe(run_dir: Path | str, **train: Any) -> dict[str, Any]:
     return {"family": "toy", "train": base, "toy": {"hidden": 16}}
 
 
-def _ddp_main(run_dir: str, out_dir: str, steps: int, resume: bool) -> None:
-    """One rank: train, then dump this replica's weights and the batch indices it saw."""
+def _ddp_main(run_dir: str, out_dir: str, steps: int, mode: str) -> None:
+    """One rank: train, then dump this replica's weights and the batch indices it saw.
+
+    mode: "fresh", "resume", or "nan-rank1": rank 1's fourth loss is NaN, and every rank must
+    stop with the one-line error, which it writes to rank<r>.stopped instead of its weights.
+    """
+    from gambar.errors import GambarError
     from gambar.train.loop import train
 
     tasks: list[ToyTask] = []
 
     def factory(recipe: dict[str, Any]) -> ToyTask:
-        tasks.append(ToyTask(recipe))
+        tasks.append(PoisonedToyTask(recipe, at_call=3, rank=1) if mode == "nan-rank1"
+                     else ToyTask(recipe))
         return tasks[-1]
 
-    train(factory, toy_recipe(run_dir, steps=steps), resume=resume, progress=False)
-    rank = int(os.environ.get("RANK", "0"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        train(factory, toy_recipe(run_dir, steps=steps), resume=mode == "resume", progress=False)
+    except GambarError as e:
+        (out / f"rank{rank}.stopped").write_text(str(e))
+        return
     state = {k: v.contiguous() for k, v in tasks[0].model.state_dict().items()}
     save_file(state, out / f"rank{rank}.safetensors")
     (out / f"rank{rank}.json").write_text(json.dumps({"seen": tasks[0].seen}))
@@ -128,4 +165,4 @@ def _ddp_main(run_dir: str, out_dir: str, steps: int, resume: bool) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    _ddp_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume")
+    _ddp_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import random
@@ -216,6 +217,146 @@ def test_no_pickle_anywhere(tmp_path: Path, monkeypatch) -> None:
             json.loads(data[8 : 8 + header_len])
         assert not data.startswith(b"\x80")  # pickle protocol marker
         assert b"PK\x03\x04" not in data[:4]  # torch.save's zip container
+
+
+# ------------------------------------------------------------------------------- forgeries
+
+
+def _forge(ckpt: Path, body: object = None, **files: bytes) -> None:
+    """Rewrite checkpoint files as a forger would: consistent hashes and checksum, so only a
+    check of what the fields and tensors hold can refuse them. `body` edits state.json."""
+    for name, data in files.items():
+        (ckpt / name.replace("_", ".", 1)).write_bytes(data)
+    state = json.loads((ckpt / "state.json").read_text())
+    state.pop("checksum")
+    state["files"] = {name: ckpt_module._sha256(ckpt / name) for name in state["files"]}
+    if callable(body):
+        state = body(state)
+    if isinstance(state, dict):
+        state["checksum"] = ckpt_module._body_checksum(state)
+    (ckpt / "state.json").write_text(json.dumps(state))
+
+
+def _tensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata={"format": ckpt_module.FORMAT})
+
+
+def _edit(**fields: object):
+    return lambda state: {**state, **fields}
+
+
+def _poisoned_weights(ckpt: Path) -> bytes:
+    from safetensors.torch import load_file
+
+    weights = load_file(ckpt / "model.safetensors")
+    weights["norm.running_mean"] = torch.full_like(weights["norm.running_mean"], math.nan)
+    return _tensors_bytes(weights)
+
+
+def _short_rng(ckpt: Path) -> bytes:
+    from safetensors.torch import load_file
+
+    rng = load_file(ckpt / "rng.safetensors")
+    rng["torch"] = rng["torch"][:, :10].contiguous()
+    return _tensors_bytes(rng)
+
+
+def _bad_python_rng(ckpt: Path) -> bytes:
+    from safetensors.torch import load_file
+
+    rng = load_file(ckpt / "rng.safetensors")
+    rng["python"] = torch.full_like(rng["python"], -7)  # no Mersenne Twister has this state
+    return _tensors_bytes(rng)
+
+
+def _moments_of_another_shape(ckpt: Path) -> bytes:
+    from safetensors.torch import load_file
+
+    opt = load_file(ckpt / "optimizer.safetensors")
+    opt["state.0.exp_avg"] = torch.zeros(2, 2)
+    return _tensors_bytes(opt)
+
+
+FORGERIES = {
+    "step -5": lambda c: _forge(c, _edit(step=-5)),
+    "step past its recipe's steps": lambda c: _forge(c, _edit(step=11)),
+    "step a string": lambda c: _forge(c, _edit(step="3")),
+    "step true": lambda c: _forge(c, _edit(step=True)),
+    "data_position -1": lambda c: _forge(c, _edit(data_position=-1)),
+    "world_size 0": lambda c: _forge(c, _edit(world_size=0)),
+    "wall_time NaN": lambda c: _forge(c, _edit(wall_time=math.nan)),
+    "recipe a list": lambda c: _forge(c, _edit(recipe=[1])),
+    "recipe steps a string": lambda c: _forge(c, _edit(recipe={"train": {"steps": "10"}})),
+    "files missing one": lambda c: _forge(c, lambda s: {**s, "files": {
+        k: v for k, v in s["files"].items() if k != "rng.safetensors"}}),
+    "files naming another": lambda c: _forge(
+        c, lambda s: {**s, "files": {**s["files"], "../../x": "0"}}),
+    "state.json holds []": lambda c: (c / "state.json").write_text("[]"),
+    "state.json holds null": lambda c: (c / "state.json").write_text("null"),
+    "state.json holds a list with a checksum": lambda c: _forge(c, lambda s: [s]),
+    "state.json deeply nested": lambda c: (c / "state.json").write_text("[" * 100_000),
+    "NaN weights": lambda c: _forge(c, model_safetensors=_poisoned_weights(c)),
+    "RNG state cut short": lambda c: _forge(c, rng_safetensors=_short_rng(c)),
+    "RNG state impossible": lambda c: _forge(c, rng_safetensors=_bad_python_rng(c)),
+    "optimizer.json holds []": lambda c: _forge(c, optimizer_json=b"[]"),
+    "optimizer betas a string": lambda c: _forge(c, optimizer_json=json.dumps({
+        **json.loads((c / "optimizer.json").read_text()),
+        "param_groups": [{**json.loads((c / "optimizer.json").read_text())["param_groups"][0],
+                          "betas": "high"}]}).encode()),
+    "optimizer tensor named oddly": lambda c: _forge(
+        c, optimizer_safetensors=_tensors_bytes({"state": torch.zeros(1)})),
+    "optimizer moments of another shape": lambda c: _forge(
+        c, optimizer_safetensors=_moments_of_another_shape(c)),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_forged_checkpoint_is_a_one_line_corrupt_file_error(tmp_path: Path,
+                                                              forgery: str) -> None:
+    """Hashes and checksum are consistent (anyone can compute them), the content is not: the
+    load refuses it with a CorruptFileError, never a TypeError, and never trains on it."""
+    _save(tmp_path)
+    FORGERIES[forgery](tmp_path / "checkpoint")
+    model, ema, opt = _fresh()
+    with pytest.raises(CorruptFileError) as err:
+        state = load_checkpoint(tmp_path, model, ema, opt)
+        restore_rng(state.rng, torch.Generator())  # what the loop does next with a loaded one
+    assert "\n" not in str(err.value)
+
+
+def test_a_forged_checkpoint_leaves_the_model_untouched(tmp_path: Path) -> None:
+    _save(tmp_path)
+    ckpt = tmp_path / "checkpoint"
+    _forge(ckpt, model_safetensors=_poisoned_weights(ckpt))
+    model, ema, opt = _fresh()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CorruptFileError, match=r"model\.safetensors holds NaN or inf"):
+        load_checkpoint(tmp_path, model, ema, opt)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_forging_helper_keeps_a_valid_checkpoint_valid(tmp_path: Path) -> None:
+    """The forgeries above fail for what they change, not for how _forge rewrites files."""
+    model, _, _ = _save(tmp_path)
+    _forge(tmp_path / "checkpoint", _edit(step=5))
+    loaded, ema, opt = _fresh()
+    state = load_checkpoint(tmp_path, loaded, ema, opt)
+    restore_rng(state.rng, torch.Generator())
+    assert state.step == 5
+    _assert_modules_equal(model, loaded)
+
+
+def test_nonfinite_tensor_names_the_first_bad_one() -> None:
+    model, ema, opt = _trained()
+    assert ckpt_module.nonfinite_tensor(model, ema, opt) is None
+    with torch.no_grad():
+        ema.embed.weight[1, 2] = math.inf
+    assert ckpt_module.nonfinite_tensor(model, ema, opt) == "EMA weight 'embed.weight'"
+    opt.state[model.embed.weight]["exp_avg_sq"][0, 0] = math.nan
+    model2, ema2, _ = _trained()
+    assert ckpt_module.nonfinite_tensor(model2, ema2, opt) == "optimizer state 'state.0.exp_avg_sq'"
 
 
 def test_optimizer_tensors_are_flattened_with_readable_keys(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from gambar.errors import GambarError, InvalidInputError
 from gambar.train.ema import ema_update, make_ema
 from gambar.train.loop import recipe_changes, train
 from gambar.train.recipe import TrainConfig, lr_at, train_config
-from helpers_train import InterruptingToyTask, ToyTask, toy_recipe
+from helpers_train import InterruptingToyTask, PoisonedToyTask, ToyTask, toy_recipe
 
 HELPER = Path(__file__).with_name("helpers_train.py")
 TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors")
@@ -111,9 +112,88 @@ def test_sample_grids_do_not_perturb_training(tmp_path: Path) -> None:
         )
 
 
-def test_resume_without_checkpoint_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="no checkpoint"):
+def test_resume_of_a_missing_run_dir_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="does not exist"):
         train(ToyTask, toy_recipe(tmp_path / "run"), resume=True, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def _killed_before_first_checkpoint(run_dir: Path) -> None:
+    """What a run killed (kill -9) before its first checkpoint leaves: logs, samples, debris."""
+    (run_dir / "samples").mkdir(parents=True)
+    (run_dir / "samples" / "step_000003.png").write_bytes(b"png")
+    (run_dir / "samples" / ".step_000006.png.x1.tmp").write_bytes(b"half")
+    (run_dir / "log.jsonl").write_text('{"step": 2, "loss": 9.0}\n{"step": 4, "lo')
+    (run_dir / ".checkpoint.tmp").mkdir()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], resume: bool
+) -> None:
+    """Fresh or --resume, the directory is accepted; the run starts from step 0, replaces the
+    leftovers, equals a run in an empty directory, and one line says which happened."""
+    train(ToyTask, toy_recipe(tmp_path / "clean", log_every=1), progress=False)
+    run = tmp_path / "killed"
+    _killed_before_first_checkpoint(run)
+    capsys.readouterr()
+    train(ToyTask, toy_recipe(run, log_every=1), resume=resume, progress=False)
+    note = capsys.readouterr().err.strip().splitlines()
+    expected = "no checkpoint .* starting from step 0" if resume else "starting afresh"
+    assert len(note) == 1 and re.search(expected, note[0]), note
+    _assert_same_run(tmp_path / "clean", run)
+    assert [r["step"] for r in _log(run)] == [1, 2, 3, 4, 5, 6]  # the stale lines are gone
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step_000003.png", "step_000006.png"]
+    assert not (run / ".checkpoint.tmp").exists()
+
+
+def test_a_dir_with_other_files_and_no_checkpoint_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _killed_before_first_checkpoint(run)
+    (run / "notes.txt").write_text("mine")
+    for resume in (False, True):
+        with pytest.raises(GambarError, match=r"not empty and holds no checkpoint \(notes.txt\)"):
+            train(ToyTask, toy_recipe(run), resume=resume, progress=False)
+    assert (run / "notes.txt").read_text() == "mine" and (run / "log.jsonl").exists()
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    """A NaN loss at step 5 (checkpoints every 3): a one-line error; the step-3 checkpoint is
+    kept, no model is exported, and resuming from it equals a run that never went wrong."""
+    train(ToyTask, toy_recipe(tmp_path / "full", log_every=1), progress=False)
+    run = tmp_path / "nan"
+    recipe = toy_recipe(run, log_every=1)
+    with pytest.raises(GambarError) as err:
+        train(lambda r: PoisonedToyTask(r, at_call=4), recipe, progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "diverged at step 5: the loss is nan" in message
+    assert "last good checkpoint (step 3)" in message and "train.lr" in message
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert not (run / "model").exists()
+    assert all(math.isfinite(r["loss"]) for r in _log(run))
+    train(ToyTask, recipe, resume=True, progress=False)
+    _assert_same_run(tmp_path / "full", run)
+
+
+def test_nonfinite_weights_are_never_checkpointed_or_exported(tmp_path: Path) -> None:
+    """The last step's loss is finite but its update leaves a NaN weight: the final checkpoint
+    and the export are refused, and the step-3 checkpoint stays."""
+    run = tmp_path / "run"
+    with pytest.raises(GambarError, match=r"diverged at step 6: weight '0.weight' is not finite"):
+        train(lambda r: PoisonedToyTask(r, at_call=5, kind="weight"), toy_recipe(run),
+              progress=False)
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 3
+    weights = load_file(run / "checkpoint" / "model.safetensors")
+    assert all(bool(torch.isfinite(t).all()) for t in weights.values())
+    assert not (run / "model").exists()
+
+
+def test_nan_before_the_first_checkpoint_says_none_was_written(tmp_path: Path) -> None:
+    with pytest.raises(GambarError, match="step 1: the loss is nan.*no checkpoint was written"):
+        train(lambda r: PoisonedToyTask(r, at_call=0), toy_recipe(tmp_path / "run"),
+              progress=False)
 
 
 def test_fresh_run_never_overwrites_an_existing_one(tmp_path: Path) -> None:
@@ -216,8 +296,50 @@ def test_train_config_checks_keys_and_values() -> None:
         train_config({"train": {"lrr": 1e-3}})
     with pytest.raises(InvalidInputError, match="mixed_precision"):
         train_config({"train": {"mixed_precision": "fp16"}})
-    with pytest.raises(InvalidInputError, match="train.steps must be positive"):
+    with pytest.raises(InvalidInputError, match=r"train.steps must be in \[1, "):
         train_config({"train": {"steps": 0}})
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("lr", 1e30), ("lr", 0.0), ("lr", -1e-3), ("lr", math.nan), ("lr", math.inf),
+    ("betas", [0.9, 1.0]), ("betas", [-0.1, 0.999]), ("betas", [math.nan, 0.9]),
+    ("weight_decay", -0.1), ("weight_decay", 2.0), ("grad_clip", math.nan),
+    ("grad_clip", -1.0), ("ema_decay", 1.0), ("min_lr_ratio", math.inf),
+    ("max_minutes", math.nan), ("steps", 10**12), ("batch_size", 0), ("batch_size", 10**7),
+    ("seed", -1), ("seed", 2**64), ("log_every", 0), ("checkpoint_every", -3),
+    ("warmup_steps", -1), ("sample_every", -1), ("run_dir", ""),
+])
+def test_train_values_out_of_range_are_one_line_errors_naming_them(key: str, value: object
+                                                                   ) -> None:
+    with pytest.raises(InvalidInputError, match=rf"train\.{key}") as err:
+        train_config({"train": {key: value}})
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_and_malformed_sections_are_refused_before_training(tmp_path: Path) -> None:
+    """A misspelt section used to be ignored: `[trian]` trained 1000 default steps."""
+    run = tmp_path / "run"
+    recipe = toy_recipe(run)
+    for bad, message in [
+        ({"trian": recipe["train"]}, r"unknown recipe section \[trian\]; did you mean \[train\]"),
+        ({"toyy": {}}, r"unknown recipe section \[toyy\]; did you mean \[toy\]"),
+        ({"stepz": 3}, "unknown recipe key 'stepz'"),
+        ({"toy": "big"}, r"section \[toy\] must be a table"),
+        ({"train": [1]}, r"section \[train\] must be a table"),
+        ({"name": 3}, "'name' must be a non-empty string"),
+    ]:
+        with pytest.raises(InvalidInputError, match=message):
+            train(ToyTask, {**recipe, **bad}, progress=False)
+    assert not run.exists() and not Path("runs/gambar").exists()
+
+
+def test_every_family_declares_its_recipe_sections() -> None:
+    """The loop refuses unknown sections only for factories that declare theirs."""
+    from gambar.registry import EVALUATORS, GENERATORS, task_factory
+
+    for family in (*GENERATORS, *EVALUATORS):
+        sections = task_factory(family).SECTIONS
+        assert sections and "train" not in sections, family
 
 
 def _free_port() -> int:
@@ -226,7 +348,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(run_dir: Path, out_dir: Path, steps: int, resume: bool) -> None:
+def _launch(run_dir: Path, out_dir: Path, steps: int, mode: str) -> None:
     """Two gloo ranks through `accelerate launch`. On a CPU-only machine `--cpu --num_processes 2`
     silently starts one process (accelerate wants mpirun for multi-CPU), so ask for the
     torchrun-based launcher with --multi_gpu; the loop then picks gloo since CUDA is absent."""
@@ -258,7 +380,7 @@ def _launch(run_dir: Path, out_dir: Path, steps: int, resume: bool) -> None:
         str(run_dir),
         str(out_dir),
         str(steps),
-        "resume" if resume else "fresh",
+        mode,
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -266,7 +388,7 @@ def _launch(run_dir: Path, out_dir: Path, steps: int, resume: bool) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_stay_in_sync_and_resume_exactly(tmp_path: Path) -> None:
-    _launch(tmp_path / "full", tmp_path / "out_full", steps=4, resume=False)
+    _launch(tmp_path / "full", tmp_path / "out_full", steps=4, mode="fresh")
     r0 = load_file(tmp_path / "out_full" / "rank0.safetensors")
     r1 = load_file(tmp_path / "out_full" / "rank1.safetensors")
     _assert_same_tensors(r0, r1)
@@ -278,8 +400,20 @@ def test_ddp_two_cpu_processes_stay_in_sync_and_resume_exactly(tmp_path: Path) -
     assert state["world_size"] == 2
     assert load_file(tmp_path / "full" / "checkpoint" / "rng.safetensors")["torch"].shape[0] == 2
 
-    _launch(tmp_path / "split", tmp_path / "out_a", steps=2, resume=False)
-    _launch(tmp_path / "split", tmp_path / "out_b", steps=4, resume=True)
+    _launch(tmp_path / "split", tmp_path / "out_a", steps=2, mode="fresh")
+    _launch(tmp_path / "split", tmp_path / "out_b", steps=4, mode="resume")
     _assert_same_run(tmp_path / "full", tmp_path / "split")
     seen_b = json.loads((tmp_path / "out_b" / "rank1.json").read_text())["seen"]
     assert seen_b == [5, 7]  # the resumed rank 1 skips nothing and repeats nothing
+
+
+@pytest.mark.slow
+def test_ddp_ranks_agree_to_stop_when_one_rank_diverges(tmp_path: Path) -> None:
+    """Rank 1 alone sees a NaN loss at step 4: both ranks stop there with the one-line error
+    (none hangs in a collective), and the step-3 checkpoint is kept."""
+    _launch(tmp_path / "run", tmp_path / "out", steps=6, mode="nan-rank1")
+    errors = [(tmp_path / "out" / f"rank{r}.stopped").read_text() for r in (0, 1)]
+    assert "diverged at step 4: the loss is not finite on another process" in errors[0]
+    assert "diverged at step 4: the loss is nan" in errors[1]
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert not (tmp_path / "run" / "model").exists()

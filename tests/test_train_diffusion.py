@@ -1,5 +1,6 @@
 """The diffusion family through the real `gambar train` command: train, resume, load, draw."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ from safetensors.torch import load_file
 
 import gambar
 from gambar.cli import main
+from gambar.errors import InvalidInputError
 
 RECIPE = str(Path(__file__).parents[1] / "configs" / "tiny.toml")
 
@@ -65,20 +67,73 @@ def test_a_data_mix_trains_on_emoji_and_shapes(tmp_path):
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("name", ["default.toml", "default-stage2.toml",
-                                  "ablation/encoder-frozen.toml", "ablation/encoder-small.toml"])
-def test_shipped_diffusion_recipes_parse(name):
-    """Every shipped diffusion recipe names known sections, keys and presets."""
-    from gambar.config import dataclass_from_dict, load_recipe
-    from gambar.generators.diffusion.config import DiffusionConfig
-    from gambar.generators.diffusion.unet import PRESETS
+SHIPPED = ["tiny.toml", "default.toml", "default-stage2.toml", "ablation/encoder-frozen.toml",
+           "ablation/encoder-small.toml"]
+
+
+def _check_recipe(text: str) -> None:
+    """What `gambar train` checks of a diffusion recipe before training: every section and key
+    (the task's reader), [data] and [train]; no data drawn, no encoder built."""
+    import tomllib
+
+    from gambar.data.mix import recipe_data
+    from gambar.generators.diffusion.training import read_recipe
     from gambar.train.recipe import train_config
 
-    recipe = load_recipe(Path(__file__).parents[1] / "configs" / name)
-    assert recipe["family"] == "diffusion" and recipe["unet"]["preset"] in PRESETS
-    dataclass_from_dict(DiffusionConfig, recipe["diffusion"])
-    cfg = train_config(recipe)
-    assert cfg.run_dir.startswith("runs/")
+    recipe = tomllib.loads(text)
+    sections = read_recipe(recipe)
+    recipe_data(recipe.get("data", {}), default_size=sections.diffusion.image_size)
+    assert train_config(recipe).run_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_diffusion_recipes_parse(name):
+    """Every shipped diffusion recipe names known sections, keys and presets, and the same
+    check refuses each of them with a section misspelt (`[unte]` used to be ignored)."""
+    text = (Path(__file__).parents[1] / "configs" / name).read_text()
+    _check_recipe(text)
+    for section, typo in [("unet", "unte"), ("train", "trian"), ("diffusion", "difusion"),
+                          ("text", "txt")]:
+        with pytest.raises(InvalidInputError, match=rf"unknown recipe section \[{typo}\]"):
+            _check_recipe(text.replace(f"[{section}]", f"[{typo}]"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.lr=1e30"], r"train.lr must be in \(0, 1\], got 1e\+30"),
+    (["diffusion.caption_dropout=2.0"], r"caption_dropout must be in \[0, 1\)"),
+    (["diffusion.image_size=64"], "data.size = 32 and diffusion.image_size = 64 disagree"),
+    (["unet.text_dim=8"], "unet.text_dim is set by the text encoder"),
+    (["unet.heads=[]"], "'unet.heads' expects int"),
+    (["sample.seed=-1"], "sample.seed must be >= 0"),
+    (["sample.prompts=[]"], "sample.prompts is empty"),
+    (["train.betas=[0.9, 1.5]"], r"train.betas\[1\] must be in \[0, 1\)"),
+])
+def test_recipe_mistakes_are_one_line_errors_before_training(tmp_path, capsys, monkeypatch,
+                                                            overrides, message):
+    monkeypatch.chdir(tmp_path)  # where a recipe mistake used to train into runs/gambar
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert main(["train", RECIPE, "-q", "--set", f"train.run_dir={tmp_path / 'r'}", *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("[train]", "[trian]"), r"unknown recipe section \[trian\]; did you mean \[train\]"),
+    (("[unet]", "[unte]"), r"unknown recipe section \[unte\]; did you mean \[unet\]"),
+    (("dim = 64", "dimm = 64"), "unknown key 'text.dimm'"),
+    (("dim = 64", 'dim = "64"'), "'text.dim' expects int, got '64'"),
+    (('kind = "small"', 'kind = "big"'), "text.kind must be one of minilm, small"),
+    (('name = "tiny"', 'name = "tiny"\nseed = 1'), "unknown recipe key 'seed'"),
+])
+def test_recipe_file_mistakes_are_one_line_errors(tmp_path, capsys, monkeypatch, edit, message):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(Path(RECIPE).read_text().replace(*edit, 1))
+    assert main(["train", str(recipe), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert [p.name for p in tmp_path.iterdir()] == ["recipe.toml"]
 
 
 def test_default_stage2_continues_stage1():

@@ -31,6 +31,7 @@ from gambar.data.shapes_vocab import MIRRORED_RELATION, ObjectSpec, SceneSpec
 from gambar.errors import InvalidInputError
 from gambar.imaging import make_grid
 from gambar.text.setup import TextSetup
+from gambar.train.recipe import check_sections, text_section
 
 TOKENIZER_CAPTIONS = 4000  # stream items whose captions teach a small encoder its vocabulary
 GRID_ITEMS = 8  # validation pairs in the similarity grid a person looks at during training
@@ -56,11 +57,17 @@ def scene_key(scene: SceneSpec) -> str:
 
 
 def _model_config(section: dict[str, Any], image_size: int) -> ContrastiveConfig:
+    """`[model]`: a preset and the keys that change it, at the data's `image_size`."""
     section = dict(section)
     preset = section.pop("preset", "clip-s")
     if preset not in PRESETS:
         known = ", ".join(PRESETS)
         raise InvalidInputError(f"unknown contrastive preset {preset!r}; known: {known}")
+    if section.get("image_size", image_size) != image_size:  # would be silently replaced
+        raise InvalidInputError(
+            f"model.image_size = {section['image_size']!r} and data.size = {image_size} "
+            "disagree; set only data.size"
+        )
     base = asdict(PRESETS[preset])
     base.update(section)
     base["image_size"] = image_size
@@ -70,24 +77,31 @@ def _model_config(section: dict[str, Any], image_size: int) -> ContrastiveConfig
 class ContrastiveTask:
     """Builds everything one contrastive training run needs from its recipe dict."""
 
+    SECTIONS = ("data", "text", "model")  # besides [train]; any other section is an error
     SCHEMA: dict[str, type] = {"model": ContrastiveConfig}  # sections --set may add keys to
 
     def __init__(self, recipe: dict[str, Any]) -> None:
+        check_sections(recipe, self.SECTIONS)
         data = dict(recipe.get("data", {}))
         # limit > 0 cycles over the first `limit` items: a fixed small set to overfit in tests
-        self.limit = int(data.pop("limit", 0))
+        self.limit = data.pop("limit", 0)
+        if type(self.limit) is not int or self.limit < 0:
+            raise InvalidInputError(f"data.limit must be an integer >= 0, got {self.limit!r}")
+        kind, text_sizes = text_section(recipe.get("text", {"kind": "small"}), "small")
+        model = recipe.get("model", {})
+        # The data's size is the image tower's; a model.image_size alone names it too.
+        default_size = model.get("image_size", 64)
+        if type(default_size) is not int:
+            raise InvalidInputError(f"'model.image_size' expects int, got {default_size!r}")
+        if type(size := data.get("size", default_size)) is int:  # else recipe_data names it
+            _model_config(model, size)  # its errors before any data work
         # Held-out pairs stay out of training, so retrieval on them measures zero-shot composition.
-        spec = recipe_data(data, default_size=64)
+        spec = recipe_data(data, default_size=default_size)
         self.stream, self.mix = spec.stream, spec.mix
-        size = self.stream.size
-        if self.limit < 0:
-            raise InvalidInputError(f"data.limit must be >= 0, got {self.limit}")
-        text = dict(recipe.get("text", {"kind": "small"}))
-        kind = text.pop("kind", "small")
         n_captions = min(TOKENIZER_CAPTIONS, self.limit or TOKENIZER_CAPTIONS)
         captions = [self._item(i)[1] for i in range(n_captions)] if kind == "small" else []
-        self.text = TextSetup.build(kind, captions, **text)
-        self.cfg = _model_config(recipe.get("model", {}), size)
+        self.text = TextSetup.build(kind, captions, **text_sizes)
+        self.cfg = _model_config(model, self.stream.size)
         self.model = ContrastiveNet(self.cfg, self.text.dim, self.text.trainable)
         self.name = str(recipe.get("name", "contrastive"))
         self.data_summary = {**spec.summary, "limit": self.limit,

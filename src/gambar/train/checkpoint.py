@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.fsutil import atomic_write_text, current_dir, fsync_dir, fsync_file, replace_dir
+from gambar.train.recipe import TrainConfig
 
 FORMAT = "gambar-checkpoint/1"
 CHECKPOINT = "checkpoint"
@@ -68,8 +70,17 @@ def capture_rng(generator: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def restore_rng(rng: dict[str, torch.Tensor], generator: torch.Generator, rank: int = 0) -> None:
-    """Put back the states `capture_rng` took; `rng` holds one row per rank, as checkpointed."""
-    row = {name: t[rank] for name, t in rng.items()}
+    """Put back the states `capture_rng` took; `rng` holds one row per rank, as checkpointed.
+
+    States of the right shape but impossible values (an edited file) are a CorruptFileError.
+    """
+    try:
+        _restore_row({name: t[rank] for name, t in rng.items()}, generator)
+    except (ValueError, TypeError, RuntimeError, OverflowError, IndexError, KeyError) as e:
+        raise CorruptFileError(f"checkpoint RNG states are not valid ({e})") from None
+
+
+def _restore_row(row: dict[str, torch.Tensor], generator: torch.Generator) -> None:
     generator.set_state(row["loss_generator"].clone())
     torch.set_rng_state(row["torch"].clone())
     if "cuda" in row and torch.cuda.is_available():
@@ -153,6 +164,26 @@ def _optimizer_state_dict(
     return {"state": state, "param_groups": groups}
 
 
+def _first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating tensor holding NaN or inf, or None."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def nonfinite_tensor(
+    model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> str | None:
+    """Which weight or optimizer state holds NaN or inf ("EMA weight 'net.0.bias'"), or None."""
+    parts = {"weight": model.state_dict(), "EMA weight": ema.state_dict(),
+             "optimizer state": _optimizer_files(optimizer)[0]}
+    for kind, tensors in parts.items():
+        if (name := _first_nonfinite(tensors)) is not None:
+            return f"{kind} '{name}'"
+    return None
+
+
 # ------------------------------------------------------------------------------------- save
 
 
@@ -233,14 +264,63 @@ def _read_state(ckpt: Path) -> dict[str, Any]:
         raise CorruptFileError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
     try:
         body = json.loads(path.read_text())
-        checksum = body.pop("checksum")
-    except (ValueError, KeyError, AttributeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise CorruptFileError(f"checkpoint file {path} is corrupt (not valid JSON)") from None
+    if not isinstance(body, dict) or "checksum" not in body:
+        raise CorruptFileError(f"checkpoint file {path} is corrupt (not a checkpoint's state)")
+    checksum = body.pop("checksum")
     if checksum != _body_checksum(body):
         raise CorruptFileError(f"checkpoint file {path} is corrupt (checksum mismatch)")
     if body.get("format") != FORMAT:
         raise CorruptFileError(f"checkpoint {ckpt} has format {body.get('format')!r}, not {FORMAT}")
+    _check_body(body, path)
     return body
+
+
+# The files `_write_files` writes, which state.json must list: no more, no fewer.
+FILES = ("ema.safetensors", "model.safetensors", "optimizer.json", "optimizer.safetensors",
+         "rng.safetensors")
+
+
+def _check_body(body: dict[str, Any], path: Path) -> None:
+    """Every field of state.json has its type and a possible value; else CorruptFileError.
+
+    The checksum only proves the file is whole: anyone can write a consistent one (step -5).
+    """
+    def bad(why: str) -> CorruptFileError:
+        return CorruptFileError(f"checkpoint file {path} is not valid: {why}")
+
+    def count(name: str, low: int) -> int:
+        value = body.get(name)
+        if type(value) is not int or value < low:
+            raise bad(f"'{name}' must be an integer >= {low}, got {value!r}")
+        return value
+
+    step = count("step", 0)
+    count("data_position", 0)
+    count("world_size", 1)
+    wall = body.get("wall_time")
+    if type(wall) not in (int, float) or not math.isfinite(wall) or wall < 0:
+        raise bad(f"'wall_time' must be a number of seconds >= 0, got {wall!r}")
+    recipe = body.get("recipe")
+    if not isinstance(recipe, dict):
+        raise bad(f"'recipe' must be a table, got {recipe!r}")
+    planned = _recipe_steps(recipe)
+    if planned is None:
+        raise bad(f"its recipe's train.steps is not an integer: {recipe.get('train')!r}")
+    if step > planned:  # a run never goes past its own recipe's end
+        raise bad(f"step {step} is past the {planned} steps its own recipe trains")
+    files = body.get("files")
+    if (not isinstance(files, dict) or sorted(files) != list(FILES)
+            or not all(isinstance(v, str) for v in files.values())):
+        raise bad(f"'files' must map {', '.join(FILES)} to their sha256")
+
+
+def _recipe_steps(recipe: dict[str, Any]) -> int | None:
+    """The train.steps a saved recipe asks for (TrainConfig's default if unset), or None."""
+    section = recipe.get("train", {})
+    steps = section.get("steps", TrainConfig.steps) if isinstance(section, dict) else None
+    return steps if type(steps) is int else None
 
 
 def _verify_files(ckpt: Path, files: dict[str, str]) -> None:
@@ -260,9 +340,9 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CorruptFileError(f"checkpoint file {path} is unreadable: {e}") from None
 
 
-def _load_into(module: torch.nn.Module, path: Path) -> None:
+def _load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     try:
-        module.load_state_dict(_load_tensors(path))
+        module.load_state_dict(tensors)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1].strip()
         raise InvalidInputError(
@@ -276,27 +356,110 @@ def load_checkpoint(
     ema: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
 ) -> CheckpointState:
-    """Restore model, EMA and optimizer from the run's checkpoint; RNG is left to `restore_rng`."""
+    """Restore model, EMA and optimizer from the run's checkpoint; RNG is left to `restore_rng`.
+
+    Every file is read and checked (hashes, fields, finite values, RNG shapes) before the model is
+    touched, so a corrupt or forged checkpoint is a one-line CorruptFileError and changes nothing.
+    """
     ckpt = checkpoint_dir(run_dir)
     if ckpt is None:
         raise InvalidInputError(f"{run_dir} has no checkpoint to resume from")
     body = _read_state(ckpt)
     _verify_files(ckpt, body["files"])
-    _load_into(model, ckpt / "model.safetensors")
-    _load_into(ema, ckpt / "ema.safetensors")
-    opt_meta = json.loads((ckpt / "optimizer.json").read_text())
+    weights = {name: _load_tensors(ckpt / f"{name}.safetensors") for name in ("model", "ema")}
     opt_tensors = _load_tensors(ckpt / "optimizer.safetensors")
+    rng = _load_tensors(ckpt / "rng.safetensors")
+    for name, tensors in (*weights.items(), ("optimizer", opt_tensors)):
+        if (bad := _first_nonfinite(tensors)) is not None:
+            raise CorruptFileError(
+                f"checkpoint file {ckpt / name}.safetensors holds NaN or inf (in '{bad}'): the "
+                "run diverged before it was saved or the file was altered; start afresh"
+            )
+    _check_rng(rng, body["world_size"], ckpt / "rng.safetensors")
+    opt_state = _read_optimizer(ckpt / "optimizer.json", optimizer, opt_tensors)
+    _load_into(model, weights["model"], ckpt / "model.safetensors")
+    _load_into(ema, weights["ema"], ckpt / "ema.safetensors")
     try:
-        optimizer.load_state_dict(_optimizer_state_dict(optimizer, opt_tensors, opt_meta))
+        optimizer.load_state_dict(opt_state)
     except (ValueError, KeyError) as e:
         raise InvalidInputError(
             f"optimizer state in {ckpt} does not fit this recipe's model ({e})"
         ) from None
+    _check_optimizer_shapes(optimizer, ckpt / "optimizer.safetensors")
     return CheckpointState(
         step=body["step"],
         data_position=body["data_position"],
-        wall_time=body["wall_time"],
+        wall_time=float(body["wall_time"]),
         world_size=body["world_size"],
         recipe=body["recipe"],
-        rng=_load_tensors(ckpt / "rng.safetensors"),
+        rng=rng,
     )
+
+
+def _check_rng(rng: dict[str, torch.Tensor], world_size: int, path: Path) -> None:
+    """One row per rank of each state `capture_rng` takes, with this machine's shapes."""
+    expected = capture_rng(torch.Generator())
+    for name, like in expected.items():
+        got = rng.get(name)
+        if name == "cuda" and got is None:
+            continue  # saved without CUDA: restore_rng leaves CUDA's state alone
+        if got is None or got.dtype != like.dtype or got.shape != (world_size, *like.shape):
+            shape = None if got is None else tuple(got.shape)
+            raise CorruptFileError(
+                f"checkpoint file {path} is not valid: RNG state '{name}' has shape {shape}, "
+                f"expected {(world_size, *like.shape)}"
+            )
+
+
+def _read_optimizer(
+    path: Path, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """optimizer.json and its tensors as a state_dict for `optimizer`, checked for shape."""
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict):
+            raise TypeError("not a table")
+        state = _optimizer_state_dict(optimizer, tensors, meta)
+        _check_groups(state["param_groups"], optimizer.param_groups)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, UnicodeDecodeError,
+            RecursionError) as e:
+        raise CorruptFileError(
+            f"checkpoint optimizer state {path.with_suffix('.*')} is not valid ({e})") from None
+    return state
+
+
+def _check_groups(saved: list[dict[str, Any]], current: list[dict[str, Any]]) -> None:
+    """Each saved hyperparameter has the type of the one it replaces (betas two numbers)."""
+    def kind(v: Any) -> str:
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return type(v).__name__
+        if isinstance(v, int | float):
+            if not math.isfinite(v):
+                raise ValueError(f"a parameter group holds {v}")
+            return "number"
+        if torch.is_tensor(v):
+            return "tensor"
+        if isinstance(v, list | tuple):
+            return f"list of {len(v)}: " + ",".join(kind(x) for x in v)
+        return type(v).__name__
+
+    for g, (old, new) in enumerate(zip(saved, current, strict=True)):
+        if not isinstance(old, dict):
+            raise TypeError(f"parameter group {g} is not a table")
+        for key, value in new.items():
+            if key == "params" or key not in old:
+                continue  # ids are checked by torch; a key newer torch added keeps its default
+            if kind(old[key]) != kind(value):
+                raise TypeError(f"parameter group {g} has {key}={old[key]!r}")
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Per-weight state (Adam's moments) has its weight's shape; else the first step would fail."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                    raise CorruptFileError(
+                        f"checkpoint file {path} is not valid: optimizer state '{name}' has "
+                        f"shape {tuple(value.shape)} for a weight of shape {tuple(param.shape)}"
+                    )

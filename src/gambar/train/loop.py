@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import random
+import re
 import shutil
 import signal
 import sys
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,11 +38,12 @@ from gambar.train.checkpoint import (
     capture_rng,
     checkpoint_dir,
     load_checkpoint,
+    nonfinite_tensor,
     restore_rng,
     save_checkpoint,
 )
 from gambar.train.ema import ema_update, make_ema
-from gambar.train.recipe import TrainConfig, lr_at, train_config
+from gambar.train.recipe import TrainConfig, check_sections, lr_at, train_config
 from gambar.train.task import TrainingTask
 
 TaskFactory = Callable[[dict[str, Any]], TrainingTask]
@@ -77,7 +80,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Train the task `task_factory(recipe)` builds; return the exported model, run_dir/model."""
+    """Train the task `task_factory(recipe)` builds; return the exported model, run_dir/model.
+
+    A factory that declares `SECTIONS` (every registered family does) has the recipe's sections
+    checked against them first, so a misspelt section is an error rather than ignored.
+    """
+    sections = getattr(task_factory, "SECTIONS", None)
+    if sections is not None:
+        check_sections(recipe, sections)
     cfg = train_config(recipe)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision
@@ -101,7 +111,7 @@ def _run(
 ) -> Path:
     run_dir = Path(cfg.run_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
-    check_run_dir(run_dir, resume)
+    found = check_run_dir(run_dir, resume)
     accelerator.wait_for_everyone()  # every rank checks before the main one creates files
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -112,12 +122,19 @@ def _run(
         model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
     )
     generator = torch.Generator()  # CPU, as STYLE §6: the loss's noise, timesteps, dropout
-    if resume:
+    if found.resume:
         state = _resume_state(run_dir, recipe, model, ema, optimizer, generator, accelerator)
     else:
         state = CheckpointState(0, 0, 0.0, world, recipe)
         seed_process(cfg.seed, rank, generator)
         if accelerator.is_main_process:
+            if found.note:
+                print(found.note, file=sys.stderr)
+            for path in found.leftovers:  # only now: a recipe error above must not delete them
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
             run_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
 
@@ -131,22 +148,72 @@ def _run(
     return run_dir / "model"
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse to resume nothing, and to start a fresh run over an existing one."""
+class RunDirCheck(NamedTuple):
+    """What `check_run_dir` decided: resume from the checkpoint or start at step 0 (replacing
+    `leftovers`), and the line that tells the user which."""
+
+    resume: bool
+    leftovers: list[Path]
+    note: str | None
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> RunDirCheck:
+    """Refuse to resume nothing and to start a fresh run over an existing one.
+
+    A directory holding only what a run writes before its first checkpoint (log.jsonl, samples,
+    temporary files) may be started again, with or without --resume: from step 0 either way.
+    The note says which happens (one line).
+    """
     ckpt = checkpoint_dir(run_dir)
-    if resume and ckpt is None:
-        raise InvalidInputError(
-            f"cannot resume: {run_dir} has no checkpoint; start the run without --resume"
-        )
-    if not resume and ckpt is not None:
+    if ckpt is not None:
+        if not resume:
+            raise GambarError(
+                f"{run_dir} already holds a training run; pass --resume to continue it, "
+                "or set train.run_dir to a new directory"
+            )
+        return RunDirCheck(True, [], None)
+    if not run_dir.exists():
+        if resume:
+            raise InvalidInputError(
+                f"cannot resume: {run_dir} does not exist (no checkpoint); start the run "
+                "without --resume, or check train.run_dir"
+            )
+        return RunDirCheck(False, [], None)
+    if not run_dir.is_dir():
+        raise InvalidInputError(f"train.run_dir {run_dir} is a file; name a directory")
+    entries = sorted(run_dir.iterdir())
+    foreign = [p.name for p in entries if not _is_leftover(p)]
+    if foreign:
+        what = "cannot resume: " if resume else ""
         raise GambarError(
-            f"{run_dir} already holds a training run; pass --resume to continue it, "
-            "or set train.run_dir to a new directory"
+            f"{what}{run_dir} is not empty and holds no checkpoint ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); set train.run_dir to a new directory or "
+            "remove this one"
         )
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise GambarError(
-            f"{run_dir} is not empty; set train.run_dir to a new directory or remove this one"
+    note = None
+    if resume:
+        note = (f"note: {run_dir} has no checkpoint (its run stopped before the first one): "
+                "starting from step 0")
+    elif entries:
+        note = (f"note: {run_dir} holds only the logs/samples of a run that stopped before its "
+                "first checkpoint: starting afresh and replacing them")
+    return RunDirCheck(False, entries, note)
+
+
+# What a run writes before its first checkpoint; a directory of nothing else may be restarted.
+_LEFTOVERS = ("log.jsonl", "samples", ".checkpoint.tmp", ".model.tmp")
+
+
+def _is_leftover(path: Path) -> bool:
+    def temporary(p: Path) -> bool:  # atomic writes' debris (.log.jsonl.x1y2.tmp)
+        return p.name.startswith(".") and p.name.endswith(".tmp")
+
+    if path.name == "samples":
+        return path.is_dir() and all(
+            temporary(p) or (p.is_file() and re.fullmatch(r"step_\d+\.png", p.name))
+            for p in path.iterdir()
         )
+    return path.name in _LEFTOVERS or temporary(path)
 
 
 def seed_process(seed: int, rank: int, generator: torch.Generator) -> None:
@@ -250,11 +317,21 @@ def _loop(run: Run, state: CheckpointState, *, progress: bool) -> float | None:
     )
     window: list[torch.Tensor] = []
     last_loss = None
+    saved = state.step or None  # the last good checkpoint's step (a resumed run starts at one)
     start_wall, t0 = state.wall_time, time.monotonic()
     with bar, graceful_stop() as stop_requested:
         for step in range(state.step, cfg.steps):
             batch = send_to_device(next(batches), accelerator.device)
-            window.append(train_step(run, step, batch))
+            loss = train_step(run, step, batch)
+            # One reduce per step serves both flags, so that every rank stops together.
+            stop, diverged = _any_rank(accelerator, stop_requested(),
+                                       not math.isfinite(loss.item()))
+            if diverged:
+                value = loss.item()
+                what = ("the loss is not finite on another process" if math.isfinite(value)
+                        else f"the loss is {value}")
+                raise _diverged(run, step + 1, what, saved)
+            window.append(loss)
             ema_update(run.ema, run.model, 0.0 if step < cfg.ema_start else cfg.ema_decay)
             state.step, state.data_position = step + 1, state.data_position + 1
             state.wall_time = start_wall + time.monotonic() - t0
@@ -266,17 +343,17 @@ def _loop(run: Run, state: CheckpointState, *, progress: bool) -> float | None:
                 window = []
             if cfg.sample_every and done % cfg.sample_every == 0 and run.is_main:
                 save_samples(run.task, run.ema, run.run_dir, done)
-            stop = _should_stop(accelerator, stop_requested())
             # A wall-time budget (equal-time comparisons, "train for an hour"): every rank stops
             # at the same step once any rank's total time, resumed parts included, is spent.
             # (The config is the same on every rank, so without a budget no rank reduces.)
-            spent = bool(cfg.max_minutes) and _should_stop(
-                accelerator, state.wall_time >= cfg.max_minutes * 60)
+            spent = bool(cfg.max_minutes) and _any_rank(
+                accelerator, state.wall_time >= cfg.max_minutes * 60)[0]
             if spent and window:
                 last_loss = _log(run, window, lr_at(cfg, step), state)
                 window = []
             if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop or spent:
-                _checkpoint(run, state)
+                _checkpoint(run, state, saved)
+                saved = done
             if spent and not stop:
                 bar.write(f"time budget of {cfg.max_minutes:g} min spent at step {done}: "
                           "exporting the model (raise train.max_minutes and --resume to go on)")
@@ -315,12 +392,24 @@ def _log(run: Run, window: list[torch.Tensor], lr: float, state: CheckpointState
     return loss
 
 
-def _should_stop(accelerator: Accelerator, requested: bool) -> bool:
-    """True on every rank if any rank was asked to stop, so all save the same step together."""
+def _any_rank(accelerator: Accelerator, *flags: bool) -> list[bool]:
+    """Each flag, true on every rank if it is true on any: all ranks then stop, save or fail at
+    the same step together. One reduce for all the flags (none on a single process)."""
     if accelerator.num_processes == 1:
-        return requested
-    flag = torch.tensor([float(requested)], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        return list(flags)
+    tensor = torch.tensor([float(f) for f in flags], device=accelerator.device)
+    return [v > 0 for v in accelerator.reduce(tensor, reduction="sum").tolist()]
+
+
+def _diverged(run: Run, step: int, what: str, saved: int | None) -> GambarError:
+    """The one-line error that ends a run whose loss or weights stopped being finite."""
+    kept = (f"the last good checkpoint (step {saved}) is kept in {run.run_dir}"
+            if saved is not None else "no checkpoint was written")
+    return GambarError(
+        f"training diverged at step {step}: {what}; nothing from that step was saved and {kept}; "
+        f"lower train.lr (now {run.cfg.lr:g}) or raise train.warmup_steps and start again"
+        + (" with --resume" if saved is not None else "")
+    )
 
 
 @contextlib.contextmanager
@@ -352,8 +441,16 @@ def graceful_stop() -> Iterator[Callable[[], bool]]:
 # ------------------------------------------------------------------------- side outputs
 
 
-def _checkpoint(run: Run, state: CheckpointState) -> None:
-    """Gather every rank's RNG states and let the main process write the checkpoint."""
+def _checkpoint(run: Run, state: CheckpointState, saved: int | None) -> None:
+    """Gather every rank's RNG states and let the main process write the checkpoint.
+
+    Weights are checked here, not every step (a scan of every tensor): a checkpoint, and so the
+    export that always follows one at the same step, never holds NaN or inf.
+    """
+    bad = nonfinite_tensor(run.model, run.ema, run.optimizer)
+    if _any_rank(run.accelerator, bad is not None)[0]:
+        raise _diverged(run, state.step, f"{bad or 'a weight on another process'} is not finite",
+                        saved)
     state.rng = gather_rng(run.accelerator, capture_rng(run.generator))
     if run.is_main:
         save_checkpoint(run.run_dir, state, run.model, run.ema, run.optimizer)

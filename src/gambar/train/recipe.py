@@ -12,7 +12,9 @@ A recipe TOML looks like:
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,25 +51,118 @@ class TrainConfig:
     max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "checkpoint_every", "log_every")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise InvalidInputError(f"train.{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "decay_steps", "ema_start", "sample_every", "grad_clip",
-                     "weight_decay", "max_minutes"):
-            if getattr(self, name) < 0:
-                raise InvalidInputError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        # Every float must be finite first: TOML reads `nan` and `inf`, and NaN passes any `<`.
+        for name in ("lr", "weight_decay", "min_lr_ratio", "grad_clip", "ema_decay",
+                     "max_minutes", *(f"betas[{i}]" for i in range(len(self.betas)))):
+            _check_finite(name, self._value(name))
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            _check_range(name, self._value(name), 1, MAX_COUNT)
+        for name in ("warmup_steps", "decay_steps", "ema_start", "sample_every"):
+            _check_range(name, self._value(name), 0, MAX_COUNT)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        _check_range("seed", self.seed, 0, MAX_SEED)
+        # A learning rate above 1 only ever diverges with AdamW (updates are ~lr per weight).
+        _check_range("lr", self.lr, 0.0, 1.0, low_open=True)
+        _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _check_range("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        _check_range("grad_clip", self.grad_clip, 0.0, math.inf)
+        _check_range("max_minutes", self.max_minutes, 0.0, math.inf)
+        for i, beta in enumerate(self.betas):
+            _check_range(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
         if self.decay_steps and self.decay_steps + self.warmup_steps > self.steps:
             raise InvalidInputError(
                 f"train.warmup_steps + train.decay_steps ({self.warmup_steps} + "
                 f"{self.decay_steps}) must not exceed train.steps ({self.steps})")
-        if not self.lr > 0:
-            raise InvalidInputError(f"train.lr must be positive, got {self.lr}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
+        if not self.run_dir.strip():
+            raise InvalidInputError("train.run_dir is empty; name a directory, e.g. runs/mine")
+
+    def _value(self, name: str) -> Any:
+        """A field's value; "betas[1]" names one item of a tuple field."""
+        field, _, index = name.partition("[")
+        value = getattr(self, field)
+        return value[int(index.rstrip("]"))] if index else value
+
+
+# Upper bounds that no real run reaches; they keep absurd values (steps = 1e18) out of the loop.
+MAX_COUNT = 10**9
+MAX_BATCH = 65_536
+MAX_SEED = 2**63 - 1
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise InvalidInputError(f"train.{name} must be a finite number, got {value}")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _check_range(name: str, value: float, low: float, high: float, *,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """Raise a one-line error naming `train.<name>` unless low <= value <= high (or <, if open)."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if above and below:
+        return
+    if high == math.inf:
+        bound = f"{'>' if low_open else '>='} {_number(low)}"
+    else:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        bound = f"in {left}{_number(low)}, {_number(high)}{right}"
+    raise InvalidInputError(f"train.{name} must be {bound}, got {value}")
+
+
+# Top-level keys every recipe may set besides its sections.
+RECIPE_KEYS = ("family", "name")
+
+
+def check_sections(recipe: Mapping[str, Any], sections: Iterable[str]) -> None:
+    """Refuse what the family does not read: a misspelt `[trian]` would otherwise be ignored and
+    the run would train 1000 default steps. `sections` are the family's own (besides [train])."""
+    if not isinstance(recipe, Mapping):
+        raise InvalidInputError(f"a recipe must be a table of sections, got {recipe!r}")
+    tables = ("train", *sections)
+    for key, value in recipe.items():
+        if key in RECIPE_KEYS:
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidInputError(f"recipe key '{key}' must be a non-empty string, "
+                                        f"got {value!r}")
+        elif key in tables:
+            if not isinstance(value, Mapping):
+                raise InvalidInputError(f"recipe section [{key}] must be a table, got {value!r}")
+        else:
+            what = f"section [{key}]" if isinstance(value, Mapping) else f"key '{key}'"
+            close = difflib.get_close_matches(key, [*tables, *RECIPE_KEYS], n=1)
+            hint = ""
+            if close:
+                hint = "did you mean " + (f"[{close[0]}]" if close[0] in tables
+                                          else f"'{close[0]}'") + "? "
             raise InvalidInputError(
-                f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise InvalidInputError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+                f"unknown recipe {what}; {hint}this family reads the sections "
+                f"{', '.join(f'[{t}]' for t in tables)} and the keys {', '.join(RECIPE_KEYS)}")
+
+
+def text_section(section: Mapping[str, Any], default_kind: str) -> tuple[str, dict[str, Any]]:
+    """`[text]`, which every family reads the same way: (kind, the small encoder's sizes).
+
+    Checked here, before captions are gathered and an encoder built, so that a misspelt size is
+    a one-line error naming it rather than a TypeError deep in the encoder.
+    """
+    from gambar.text.setup import KINDS
+    from gambar.text.small import SmallTextConfig
+
+    sizes = dict(section)
+    kind = sizes.pop("kind", default_kind)
+    if kind not in KINDS:
+        raise InvalidInputError(f"text.kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind != "small" and sizes:
+        raise InvalidInputError(f"text.{next(iter(sizes))} does not apply to text.kind = "
+                                f"{kind!r}; only a small (trainable) encoder has sizes")
+    if kind == "small":  # vocab_size is the tokenizer's target; the encoder takes what it gets
+        dataclass_from_dict(SmallTextConfig, {"vocab_size": 1000, **sizes}, section="text")
+    return kind, sizes
 
 
 def train_config(recipe: dict[str, Any]) -> TrainConfig:

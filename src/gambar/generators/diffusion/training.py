@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from gambar.generators.diffusion.unet import PRESETS, UNetConfig
 from gambar.imaging import make_grid
 from gambar.text.base import Encoded
 from gambar.text.setup import TextSetup
+from gambar.train.recipe import check_sections, text_section
 
 TOKENIZER_CAPTIONS = 4000  # stream items whose captions teach a small encoder its vocabulary
 DEFAULT_SAMPLE_PROMPTS = (
@@ -37,39 +38,91 @@ DEFAULT_SAMPLE_PROMPTS = (
 )
 
 
-def _unet_config(section: dict[str, Any], text_dim: int) -> UNetConfig:
+@dataclass(frozen=True)
+class SampleConfig:
+    """`[sample]`: the prompts and first seed of the grids drawn during training."""
+
+    prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise InvalidInputError("sample.prompts is empty; give at least one prompt")
+        if self.seed < 0:
+            raise InvalidInputError(f"sample.seed must be >= 0, got {self.seed}")
+
+
+def _unet_config(section: dict[str, Any], text_dim: int = UNetConfig.text_dim) -> UNetConfig:
+    """`[unet]`: a preset and the keys that change it. text_dim is the text encoder's width."""
     section = dict(section)
     preset = section.pop("preset", "unet-s")
     if preset not in PRESETS:
         raise InvalidInputError(f"unknown UNet preset {preset!r}; known: {', '.join(PRESETS)}")
+    if "text_dim" in section:  # would be overwritten: the encoder decides the width
+        raise InvalidInputError("unet.text_dim is set by the text encoder's width; remove it "
+                                "(change [text] dim instead)")
     base = asdict(PRESETS[preset])
     base.update(section)
     base["text_dim"] = text_dim
-    return dataclass_from_dict(UNetConfig, base)
+    return dataclass_from_dict(UNetConfig, base, section="unet")
+
+
+@dataclass(frozen=True)
+class DiffusionRecipe:
+    """A diffusion recipe's sections, checked; `[data]` is `recipe_data`'s to read."""
+
+    diffusion: DiffusionConfig  # image_size: the data's size when [data] gives none
+    unet: UNetConfig  # text_dim is a placeholder until the text encoder is built
+    text_kind: str
+    text_sizes: dict[str, Any]
+    sample: SampleConfig
+
+
+def read_recipe(recipe: dict[str, Any]) -> DiffusionRecipe:
+    """Check every section and key but [data]'s, cheaply: no data drawn, no encoder built."""
+    check_sections(recipe, DiffusionTask.SECTIONS)
+    diffusion = recipe.get("diffusion", {})
+    cfg = dataclass_from_dict(DiffusionConfig, diffusion, section="diffusion")
+    # `[data] size` is the image size; `[diffusion] image_size` alone names it too, and both set
+    # and different is a conflict (the model would be configured for one, trained on the other).
+    size = recipe.get("data", {}).get("size")
+    if size is not None and "image_size" in diffusion and size != cfg.image_size:
+        raise InvalidInputError(
+            f"data.size = {size!r} and diffusion.image_size = {cfg.image_size} disagree; set only "
+            "data.size (the size the model trains and samples at)"
+        )
+    kind, sizes = text_section(recipe.get("text", {"kind": "minilm"}), "minilm")
+    return DiffusionRecipe(
+        diffusion=cfg,
+        unet=_unet_config(recipe.get("unet", {})),
+        text_kind=kind,
+        text_sizes=sizes,
+        sample=dataclass_from_dict(SampleConfig, recipe.get("sample", {}), section="sample"),
+    )
 
 
 class DiffusionTask:
     """Builds everything one diffusion training run needs from its recipe dict."""
 
+    # the sections a recipe may hold besides [train]; any other is an error
+    SECTIONS = ("data", "text", "unet", "diffusion", "sample")
     # recipe sections --set may override, checked against these dataclasses
-    SCHEMA: dict[str, type] = {"diffusion": DiffusionConfig, "unet": UNetConfig}
+    SCHEMA: dict[str, type] = {"diffusion": DiffusionConfig, "unet": UNetConfig,
+                               "sample": SampleConfig}
 
     def __init__(self, recipe: dict[str, Any]) -> None:
-        self.cfg = dataclass_from_dict(DiffusionConfig, recipe.get("diffusion", {}))
-        spec = recipe_data(recipe.get("data", {}), default_size=self.cfg.image_size)
+        sections = read_recipe(recipe)  # every mistake in them before any data work
+        spec = recipe_data(recipe.get("data", {}), default_size=sections.diffusion.image_size)
         self.stream, self.mix = spec.stream, spec.mix
-        self.cfg = replace(self.cfg, image_size=self.stream.size)
-        text = dict(recipe.get("text", {"kind": "minilm"}))
-        kind = text.pop("kind", "minilm")
+        self.cfg = replace(sections.diffusion, image_size=self.stream.size)
         captions = ([self._item(i)[1] for i in range(TOKENIZER_CAPTIONS)]
-                    if kind == "small" else [])
-        self.text = TextSetup.build(kind, captions, **text)
-        unet_cfg = _unet_config(recipe.get("unet", {}), self.text.dim)
-        self.model = DiffusionModel(unet_cfg, self.text.trainable)
+                    if sections.text_kind == "small" else [])
+        self.text = TextSetup.build(sections.text_kind, captions, **sections.text_sizes)
+        self.model = DiffusionModel(replace(sections.unet, text_dim=self.text.dim),
+                                    self.text.trainable)
         self.schedule = build_schedule(self.cfg)
-        sample = recipe.get("sample", {})
-        self.sample_prompts = list(sample.get("prompts", DEFAULT_SAMPLE_PROMPTS))
-        self.sample_seed = int(sample.get("seed", 0))
+        self.sample_prompts = list(sections.sample.prompts)
+        self.sample_seed = sections.sample.seed
         self.name = str(recipe.get("name", "model"))
         self.data_summary = spec.summary
 
