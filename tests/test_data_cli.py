@@ -92,7 +92,8 @@ def test_info_skips_files_outside_the_dataset_and_pixel_bombs(in_tmp: Path, caps
     assert Image.open(in_tmp / "g.png").size == (68, 68)  # one 64-pixel image
 
 
-@pytest.mark.parametrize("make", ["png", "latin1", "text", "empty"])
+@pytest.mark.parametrize("make", ["png", "latin1", "text", "empty", "too long", "coco:",
+                                  "webdataset:"])
 def test_info_on_what_is_not_a_dataset_is_one_line(in_tmp: Path, capsys, make: str):
     if make == "png":
         Image.new("RGB", (8, 8)).save(in_tmp / "target.png")
@@ -105,9 +106,15 @@ def test_info_on_what_is_not_a_dataset_is_one_line(in_tmp: Path, capsys, make: s
     elif make == "text":
         (in_tmp / "notes.txt").write_text("hello")
         target, expected = "notes.txt", "notes.txt is a file, not a dataset"
-    else:
+    elif make == "empty":
         (in_tmp / "empty").mkdir()
         target, expected = "empty", "cannot tell the format of empty"
+    elif make == "too long":
+        target, expected = "a" * 5000, "cannot read aaa"
+    else:  # a named format: its path is checked as well
+        target, expected = make + "b" * 5000, "cannot read bbb"
+        if make == "coco:":
+            target, expected = "coco:nowhere", "nowhere does not exist"
     assert main(["data", "info", target]) == 2
     assert expected in one_line_error(capsys)
 
@@ -148,3 +155,14 @@ def test_build_with_a_bad_out_or_option_is_one_line(in_tmp: Path, capsys, out, e
     assert main(["data", "build", "glyphs", out, "--limit", "2", *extra]) == 2
     assert expected in one_line_error(capsys)
     assert (in_tmp / "file.txt").read_text() == "x"
+
+
+def test_info_default_grid_name_fits_a_file_name(in_tmp: Path, capsys):
+    folder = in_tmp / ("b" * 250)
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    _folder(folder, [{"file_name": "a.png", "text": "a square"}])
+    assert main(["data", "info", folder.name]) == 0
+    assert (in_tmp / ("b" * 64 + "-samples.png")).is_file()
+    assert main(["data", "info", f"imagefolder:{folder.name}"]) == 0  # no "imagefolder:" in it
+    assert not list(in_tmp.glob("imagefolder*"))

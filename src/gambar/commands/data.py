@@ -10,6 +10,8 @@ from pathlib import Path
 
 from gambar.errors import InvalidInputError
 
+GRID_NAME_CHARS = 64  # of the dataset's name in the default grid file name (names max 255 bytes)
+
 
 def run_data(args: argparse.Namespace) -> Path | None:
     """Build a dataset or report on one; returns the folder built or the grid written."""
@@ -46,21 +48,26 @@ def _check_grid_path(path: Path) -> Path:
     """A .png path whose folder exists, checked before any image is read."""
     if path.suffix.lower() != ".png":
         raise InvalidInputError(f"--grid must be a .png file, not {path}")
-    if path.is_dir():
-        raise InvalidInputError(f"--grid {path} is a folder; give a .png file name")
-    if not path.parent.is_dir():
-        raise InvalidInputError(f"--grid {path}: {path.parent} is not an existing folder")
+    try:
+        if path.is_dir():
+            raise InvalidInputError(f"--grid {path} is a folder; give a .png file name")
+        if not path.parent.is_dir():
+            raise InvalidInputError(f"--grid {path}: {path.parent} is not an existing folder")
+    except OSError as exc:  # a name too long for the file system
+        raise InvalidInputError(f"--grid {path}: {exc.strerror}; give another file name"
+                                ) from None
     return path
 
 
 def run_info(args: argparse.Namespace) -> Path:
     """Print counts and a caption-length histogram; write a sample grid PNG."""
     from gambar.data.info import dataset_info, format_info, sample_grid
-    from gambar.data.loading import check_image_size
+    from gambar.data.loading import check_image_size, parse_spec
     from gambar.fsutil import atomic_write_bytes
 
     check_image_size(args.size)
-    name = Path(str(args.path).rstrip("/")).name or "dataset"
+    kind, target = parse_spec(args.path)  # a path that is no dataset is the first thing to say
+    name = Path(target.rstrip("/")).name[:GRID_NAME_CHARS] or kind
     grid_path = _check_grid_path(Path(args.grid) if args.grid else Path(f"{name}-samples.png"))
     info = dataset_info(args.path, [args.split] if args.split else None,
                         verify=not args.no_verify, size=args.size)

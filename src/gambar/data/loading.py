@@ -141,6 +141,14 @@ def _split(split: str) -> str:
     return split
 
 
+def _stat(path: Path) -> tuple[bool, bool]:
+    """(exists, is a file); a name the file system refuses (too long) is a one-line error."""
+    try:
+        return path.exists(), path.is_file()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def detect_format(path: Path) -> str:
     """The format of a folder or file on disk (see the module docstring)."""
     from gambar.data.formats.coco import find_annotations
@@ -148,9 +156,10 @@ def detect_format(path: Path) -> str:
     from gambar.data.formats.imagefolder import is_imagefolder
     from gambar.data.formats.webdataset import is_webdataset
 
-    if not path.exists() and not any(c in str(path) for c in "*?{"):
+    exists, is_file = _stat(path)
+    if not exists and not any(c in str(path) for c in "*?{"):
         raise InvalidInputError(f"{path} does not exist")
-    if path.is_file() and path.suffix.lower() not in (".json", ".tar"):
+    if is_file and path.suffix.lower() not in (".json", ".tar"):
         raise InvalidInputError(
             f"{path} is a file, not a dataset: give a dataset folder, a COCO captions .json or a "
             "webdataset .tar shard (or name the format, e.g. coco:PATH)")
@@ -180,6 +189,9 @@ def parse_spec(spec: str | Path) -> tuple[str, str]:
         return text, ""
     head, sep, rest = text.partition(":")
     if sep and head in FORMATS + BUILTIN:
+        exists = _stat(Path(rest))[0] if head in FORMATS else True
+        if not exists and head != "webdataset":  # a webdataset spec may be a glob
+            raise InvalidInputError(f"{rest} does not exist")
         return head, rest
     return detect_format(Path(text)), text
 

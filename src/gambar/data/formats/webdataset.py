@@ -54,6 +54,13 @@ def expand_shards(pattern: str) -> list[Path]:
 def find_shards(spec: str | Path, split: str) -> list[Path]:
     """Shards of `split`: a pattern as given, or in a folder `<split>/*.tar`, `<split>*.tar`, or
     (for "train" only, when no shard names a split) every `*.tar`."""
+    try:
+        return _find_shards(spec, split)
+    except OSError as exc:  # a name too long for the file system
+        raise InvalidInputError(f"cannot read {spec}: {exc.strerror}") from None
+
+
+def _find_shards(spec: str | Path, split: str) -> list[Path]:
     path = Path(spec)
     if path.is_dir():
         shards = sorted((path / split).glob("*.tar")) or sorted(path.glob(f"{split}*.tar"))
