@@ -562,8 +562,9 @@ def test_unreadable_metadata_and_odd_names_are_reported(tmp_path: Path, monkeypa
     _jsonl(tmp_path / "metadata.jsonl", [{"file_name": "a.png", "text": "a"},
                                          {"file_name": "loop.png", "text": "a symlink loop"},
                                          {"file_name": "x\0y.png", "text": "a NUL"},
-                                         {"file_name": "new\nline.png", "text": "two lines"}])
-    with pytest.warns(SkippedItemsWarning, match=r"skipped 3 of 4 images"):
+                                         {"file_name": "new\nline.png", "text": "two lines"},
+                                         {"file_name": "x" * 300 + ".png", "text": "too long"}])
+    with pytest.warns(SkippedItemsWarning, match=r"skipped 4 of 5 images"):
         ds = load_dataset(tmp_path, size=8)
     assert len(ds) == 1 and all("\n" not in w + r for w, r in ds.skipped)
     real = Path.read_bytes

@@ -192,5 +192,8 @@ def check_files(records: list[Record], bad: BadItems, verify: bool) -> list[Reco
             except (OutsideDatasetError, ImageTooLargeError, CorruptFileError) as exc:
                 bad.add(where, skip_reason(exc, where))
                 continue
+            except OSError as exc:  # is_file() on a name too long for the file system
+                bad.add(where, f"unreadable: path ({exc.strerror})")
+                continue
         kept.append(r)
     return kept
