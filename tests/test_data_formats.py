@@ -437,6 +437,9 @@ def test_cub_refuses_captions_and_images_outside_and_bad_class_names(tmp_path: P
     (root / "testclasses.txt").write_text("../../outside\n")
     with pytest.raises(InvalidInputError, match=r"testclasses.txt:1: '../../outside' is not"):
         load_dataset(root, split="test")
+    (root / "testclasses.txt").write_text("c" * 300 + "\n")
+    with pytest.raises(InvalidInputError, match=r"class 'c+' of split 'test' has no folder"):
+        load_dataset(root, split="test")
 
 
 def test_webdataset_refuses_a_shard_linked_from_outside(tmp_path: Path):

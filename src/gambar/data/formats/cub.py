@@ -108,7 +108,11 @@ def cub_records(root: Path, split: str = "train", image_dir: Path | None = None,
     records = []
     for class_name in _classes(root, split):
         folder = root / TEXT_DIR / class_name
-        if not folder.is_dir():
+        try:
+            found = folder.is_dir()
+        except OSError:  # a name too long for the file system
+            found = False
+        if not found:
             raise InvalidInputError(
                 f"class {class_name!r} of split {split!r} has no folder {folder}")
         label, readable = _label(class_name)
