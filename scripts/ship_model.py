@@ -7,8 +7,11 @@
 `--default KEY=VALUE` sets a sampling default of the shipped model (steps, guidance, sampler,
 precision), chosen by measurement after training (benchmarks/sampler_settings.py); it is stored
 in config.json, so the model hash covers it. Weights are rounded to fp16 for storage (loading
-gives fp32 again); the model card (README.md) already in the destination is kept; the new
-directory replaces the old one atomically. Prints the new model hash and the size of the weights.
+gives fp32 again); the model card (README.md) already in the destination is kept; SHA256SUMS,
+the manifest every load checks, is written with the files. The new directory is loaded back
+(every check a user's load makes) and only then replaces the old one, atomically; a bad
+--default value is a one-line error that leaves the old one in place. Prints the new model hash
+and the size of the weights.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from pathlib import Path
 
 import torch
 
+from gambar.errors import GambarError
 from gambar.fsutil import replace_dir
 from gambar.generators.diffusion.pipeline import DEFAULTS
-from gambar.model_dir import WEIGHTS, read_config
-from gambar.registry import pipeline_class
+from gambar.model_dir import MANIFEST, WEIGHTS, read_config
+from gambar.registry import model_class
 
 
 def parse_default(text: str) -> tuple[str, object]:
@@ -48,8 +52,11 @@ def main() -> int:
                         metavar="KEY=VALUE",
                         help=f"a sampling default to store ({', '.join(DEFAULTS)}); repeatable")
     args = parser.parse_args()
-    family = read_config(args.source)["family"]
-    model = pipeline_class(family).load(args.source)
+    try:
+        family = read_config(args.source)["family"]
+        model = model_class(family).load(args.source)
+    except GambarError as exc:
+        parser.exit(2, f"error: {exc}\n")
     if args.default:
         if family != "diffusion":
             parser.error(f"--default applies to diffusion models, not {family}")
@@ -58,12 +65,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
         staged = Path(tmp) / args.dest.name
         model.save(staged, dtype=torch.float16)
+        try:
+            model_class(family).load(staged)
+        except GambarError as exc:
+            parser.exit(2, f"error: the shipped model would not load ({exc}); nothing written\n")
         card = args.dest / "README.md"
         if card.is_file():
             shutil.copy2(card, staged / "README.md")
         replace_dir(staged, args.dest)
     size = (args.dest / WEIGHTS).stat().st_size / 2**20
-    print(f"{args.dest}: {family} model {model.sha256[:12]}, weights {size:.1f} MiB (fp16)")
+    print(f"{args.dest}: {family} model {model.sha256[:12]}, weights {size:.1f} MiB (fp16), "
+          f"{MANIFEST} written")
     return 0
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from gambar.errors import ModelNotFoundError
+from gambar.errors import InvalidInputError, ModelNotFoundError
 from gambar.model_dir import read_config
 
 # progress(done_steps, total_steps) — what the CLI's bar and the server's job status show.
@@ -50,14 +51,19 @@ def builtin_models() -> dict[str, Path]:
 
 def resolve_model(name_or_path: str | Path) -> Path:
     """A model name ("default") or a directory -> the directory holding config.json."""
+    if not isinstance(name_or_path, str | PathLike):
+        raise InvalidInputError(f"a model is a name or a directory, not {name_or_path!r}")
     builtin = builtin_models()
     if isinstance(name_or_path, str) and name_or_path in builtin:
         return builtin[name_or_path]
     path = Path(name_or_path)
-    if (path / "config.json").is_file():
-        return path
-    if path.is_dir() and (path / "model" / "config.json").is_file():  # a training run's dir
-        return path / "model"
+    try:
+        if (path / "config.json").is_file():
+            return path
+        if path.is_dir() and (path / "model" / "config.json").is_file():  # a training run's dir
+            return path / "model"
+    except OSError:  # a name too long, a loop of links: not a model either
+        pass
     names = ", ".join(builtin) or "none shipped"
     raise ModelNotFoundError(
         f"no model named or at {str(name_or_path)!r} (built-in models: {names}; "
@@ -66,9 +72,12 @@ def resolve_model(name_or_path: str | Path) -> Path:
 
 
 def load(name_or_path: str | Path = "default") -> Pipeline:
-    """Load a saved pipeline of any family by name or path."""
+    """Load a saved image generator by name or path.
+
+    An evaluator (a contrastive model) is refused with a one-line error: it cannot draw.
+    Load one with gambar.contrastive.load_contrastive."""
     from gambar.registry import pipeline_class
 
     path = resolve_model(name_or_path)
-    cfg = read_config(path)
-    return pipeline_class(cfg["family"]).load(path)
+    cls = pipeline_class(read_config(path)["family"], model=str(name_or_path))
+    return cls.load(path)

@@ -1,5 +1,10 @@
-"""Family name -> its Pipeline class and its training task. Imports lazily: loading one family
-never pays for the others."""
+"""Family name -> the class that loads it and its training task. Imports lazily: loading one
+family never pays for the others.
+
+Two kinds of family: generators draw images (their class is a Pipeline); evaluators score them
+(the contrastive model behind CLIP score and FID features). Both train through the same loop and
+save the same kind of model directory, but only a generator may be used where an image is drawn.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,15 @@ from typing import Any
 
 from gambar.errors import InvalidInputError
 
-# family -> (pipeline "module:Class", training-task factory "module:function")
-FAMILIES: dict[str, tuple[str, str]] = {
+# family -> (model class "module:Class", training-task factory "module:function")
+GENERATORS: dict[str, tuple[str, str]] = {
     "diffusion": (
         "gambar.generators.diffusion.pipeline:DiffusionPipeline",
         "gambar.generators.diffusion.training:DiffusionTask",
     ),
-    # Not a generator: gambar.load() of a contrastive model returns a ContrastiveModel (no
-    # generate()); it is trained through the same loop and used by the evaluator.
+}
+EVALUATORS: dict[str, tuple[str, str]] = {
+    # Loaded by gambar.contrastive.load_contrastive (gambar evaluate --clip), never by load().
     "contrastive": (
         "gambar.contrastive.model:ContrastiveModel",
         "gambar.contrastive.task:ContrastiveTask",
@@ -30,18 +36,37 @@ def _resolve(ref: str) -> Any:
 
 
 def _entry(family: str) -> tuple[str, str]:
-    if family not in FAMILIES:
-        raise InvalidInputError(
-            f"unknown model family {family!r}; known: {', '.join(sorted(FAMILIES))}"
-        )
-    return FAMILIES[family]
+    entry = GENERATORS.get(family) or EVALUATORS.get(family)
+    if entry is None:
+        known = ", ".join(sorted(GENERATORS.keys() | EVALUATORS.keys()))
+        raise InvalidInputError(f"unknown model family {family!r}; known: {known}")
+    return entry
 
 
-def pipeline_class(family: str) -> Any:
-    """The Pipeline class of a family."""
+def is_generator(family: str) -> bool:
+    """Whether models of `family` draw images."""
+    return family in GENERATORS
+
+
+def model_class(family: str) -> Any:
+    """The class whose `load(path)` reads a saved model of `family` (generator or evaluator)."""
     return _resolve(_entry(family)[0])
 
 
+def pipeline_class(family: str, *, model: str = "") -> Any:
+    """The Pipeline class of a generator family; a one-line error for an evaluator.
+
+    `model` names the model the user asked for, for that message."""
+    _entry(family)  # an unknown family: its own message
+    if not is_generator(family):
+        model = model or family
+        raise InvalidInputError(
+            f"{model!r} is a {family} model, an evaluator, not an image generator: it scores "
+            f"images (gambar evaluate MODEL --clip {model}) but cannot draw them; "
+            f"use a {' or '.join(sorted(GENERATORS))} model such as default")
+    return _resolve(GENERATORS[family][0])
+
+
 def task_factory(family: str) -> Callable[[dict[str, Any]], Any]:
-    """The callable that builds a family's TrainingTask from a recipe dict."""
+    """The callable that builds a family's TrainingTask (generator or evaluator) from a recipe."""
     return _resolve(_entry(family)[1])

@@ -5,8 +5,8 @@ FID/KID (whose weights cannot be downloaded here), and its joint embedding gives
 R-precision. It is deliberately small: a conv net for 64 px images and either the trainable small
 text transformer (`text/small.py`) or the frozen MiniLM with a trainable head.
 
-Saved like every gambar model: config.json (format gambar/1, family "contrastive") and
-model.safetensors (+ tokenizer.json for a trainable text encoder).
+Saved like every gambar model: config.json (format gambar/1, family "contrastive"),
+model.safetensors (+ tokenizer.json for a trainable text encoder) and SHA256SUMS.
 """
 
 from __future__ import annotations
@@ -23,9 +23,17 @@ from PIL import Image
 from torch import nn
 
 import gambar
+from gambar.config import dataclass_from_dict
 from gambar.data.shapes import to_tensor
 from gambar.errors import CorruptFileError, InvalidInputError
-from gambar.model_dir import FORMAT, load_weights, model_sha256, read_config, save_model_dir
+from gambar.model_dir import (
+    CONFIG,
+    FORMAT,
+    load_weights,
+    read_config,
+    save_model_dir,
+    verify_model_dir,
+)
 from gambar.nn.norms import group_norm
 from gambar.text.base import Encoded, masked_mean
 from gambar.text.setup import TextSetup
@@ -272,8 +280,8 @@ class ContrastiveModel:
         }
 
     def save(self, path: Path, *, dtype: torch.dtype = torch.float32) -> None:
-        """Write config.json + model.safetensors (+ tokenizer.json of a trainable encoder);
-        `dtype` is the storage type (fp16 for shipped weights; loading gives fp32)."""
+        """Write config.json + model.safetensors (+ tokenizer.json of a trainable encoder) and
+        SHA256SUMS; `dtype` is the storage type (fp16 for shipped weights; loading gives fp32)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.text.save_files(path)
@@ -282,25 +290,33 @@ class ContrastiveModel:
 
     @classmethod
     def load(cls, path: Path) -> ContrastiveModel:
-        """Read a model directory written by `save`."""
+        """Read a model directory written by `save`, its files checked against SHA256SUMS and
+        its config values for type and range (a one-line CorruptFileError naming the file)."""
         path = Path(path)
+        sha256 = verify_model_dir(path)
         cfg = read_config(path)
+        file = path / CONFIG
         if cfg["family"] != FAMILY:
             raise CorruptFileError(f"{path} holds a {cfg['family']!r} model, not a contrastive one")
         try:
-            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in cfg["contrastive"].items()}
-            ccfg = ContrastiveConfig(**fields)
+            ccfg = dataclass_from_dict(ContrastiveConfig, cfg["contrastive"],
+                                       section="contrastive")
             text = TextSetup.from_dict(cfg["text_encoder"], path)
-            text_dim = int(cfg["text_dim"])
-        except (KeyError, TypeError, ValueError) as exc:
+            text_dim = cfg["text_dim"]
+            if type(text_dim) is not int or text_dim != text.dim:
+                raise InvalidInputError(
+                    f"'text_dim' must be the text encoder's width {text.dim}, not {text_dim!r}")
+            if not isinstance(cfg.get("name", ""), str):
+                raise InvalidInputError(f"'name' must be a string, not {cfg['name']!r}")
+            net = ContrastiveNet(ccfg, text_dim, text.trainable)
+        except (InvalidInputError, KeyError, TypeError) as exc:
+            reason = exc.args[0] if isinstance(exc, InvalidInputError) else repr(exc)
             raise CorruptFileError(
-                f"{path / 'config.json'} does not describe a contrastive model: {exc}") from None
-        net = ContrastiveNet(ccfg, text_dim, text.trainable)
+                f"{file} is not a valid contrastive model config: {reason}; "
+                "re-save or re-download the model") from None
         load_weights(path, net)
         extra: dict[str, Any] = {k: cfg[k] for k in ("name", "training", "data") if k in cfg}
-        return cls(net, text, name=cfg.get("name", path.name),
-                   sha256=model_sha256(path), extra=extra)
+        return cls(net, text, name=cfg.get("name", path.name), sha256=sha256, extra=extra)
 
 
 def load_contrastive(name_or_path: str | Path) -> ContrastiveModel:

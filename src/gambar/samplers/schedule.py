@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ from gambar.errors import CorruptFileError, InvalidInputError
 # The same cap as diffusers' "squaredcos_cap_v2", so the two schedules agree to float precision.
 COSINE_MAX_BETA = 0.999
 COSINE_OFFSET = 0.008  # the small s of eq. 17: keeps beta_0 from being vanishingly small
+# Far beyond any schedule in use (1000); schedules read from files are held to it.
+MAX_TIMESTEPS = 100_000
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: a tensor field has no truth value for ==
@@ -77,11 +80,25 @@ class NoiseSchedule:
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | str) -> NoiseSchedule:
-        """Inverse of to_json; also accepts the JSON text itself."""
+        """Inverse of to_json; also accepts the JSON text itself. Anything else (it comes from a
+        file) is a one-line CorruptFileError."""
         if isinstance(data, str):
-            data = json.loads(data)
+            try:
+                data = json.loads(data)
+            except (ValueError, RecursionError) as err:
+                raise CorruptFileError(f"bad noise schedule: not JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise CorruptFileError(
+                f"bad noise schedule {reprlib.repr(data)}: expected a JSON object")
         params = dict(data)
         kind = params.pop("kind", None)
+        # The constructors loop over T in Python: a forged T of 1e12 would never return.
+        values = params.get("alphas_cumprod")
+        length = len(values) if isinstance(values, list) else params.get("T", 0)
+        shown = reprlib.repr(data)  # a custom schedule holds T numbers: show a few
+        if not isinstance(length, int) or length > MAX_TIMESTEPS:
+            raise CorruptFileError(
+                f"bad noise schedule {shown}: T must be an integer of at most {MAX_TIMESTEPS}")
         try:
             if kind == "custom":
                 return cls(torch.tensor(params["alphas_cumprod"], dtype=torch.float64))
@@ -89,8 +106,8 @@ class NoiseSchedule:
                 return cls.cosine(**params)
             if kind == "linear":
                 return cls.linear(**params)
-        except (TypeError, KeyError, ValueError) as err:
-            raise CorruptFileError(f"bad noise schedule {data!r}: {err}") from err
+        except (TypeError, KeyError, ValueError, RuntimeError, OverflowError) as err:
+            raise CorruptFileError(f"bad noise schedule {shown}: {err}") from None
         raise CorruptFileError(
             f"unknown noise schedule kind {kind!r}; expected cosine, linear or custom"
         )

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from gambar.errors import InvalidInputError
+from gambar.samplers.schedule import MAX_TIMESTEPS
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    """A one-line InvalidInputError naming `name` unless low <= value <= high (NaN fails)."""
+    if not low <= value <= high:
+        raise InvalidInputError(f"{name} must be between {low:g} and {high:g}, not {value}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,14 @@ class DiffusionConfig:
             )
         if self.schedule not in ("cosine", "linear"):
             raise InvalidInputError(f"schedule must be 'cosine' or 'linear', not {self.schedule!r}")
+        check_range("diffusion.image_size", self.image_size, 1, 1024)
+        check_range("diffusion.timesteps", self.timesteps, 2, MAX_TIMESTEPS)
+        if not (math.isfinite(self.schedule_shift) and self.schedule_shift > 0):
+            raise InvalidInputError(
+                f"diffusion.schedule_shift must be a positive number, not {self.schedule_shift}")
+        if not (math.isfinite(self.min_snr_gamma) and self.min_snr_gamma > 0):
+            raise InvalidInputError(
+                f"diffusion.min_snr_gamma must be a positive number, not {self.min_snr_gamma}")
         # 1 would leave no captioned example to learn from (NaN fails this test too).
         if not 0.0 <= self.caption_dropout < 1.0:
             raise InvalidInputError(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import platform
+import reprlib
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 import gambar
+from gambar.config import dataclass_from_dict
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule, make_denoiser
 from gambar.generators.diffusion.unet import UNetConfig
-from gambar.model_dir import load_weights, model_sha256, read_config, save_model_dir
+from gambar.model_dir import CONFIG, load_weights, read_config, save_model_dir, verify_model_dir
 from gambar.pipeline import Generated, Progress
 from gambar.samplers import get_sampler
 from gambar.samplers.guidance import classifier_free
@@ -41,6 +43,46 @@ def _to_image(x: torch.Tensor) -> Image.Image:
     """(C, H, W) in [-1, 1] -> 8-bit RGB."""
     arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(arr, "RGB")
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Keys and types of a pipeline's sampling defaults: DEFAULTS, the size it was trained at,
+    and what config.json's "defaults" sets (scripts/ship_model.py --default KEY=VALUE). Their
+    ranges are generate()'s."""
+
+    sampler: str
+    steps: int
+    guidance: float
+    precision: str
+    size: int
+
+
+# Optional config.json entries carried through load and save, and their types.
+EXTRAS: dict[str, type] = {"name": str, "defaults": dict, "training": dict, "data": dict}
+
+
+def _section(cfg: dict[str, Any], key: str) -> Any:
+    if key not in cfg:
+        raise InvalidInputError(f"'{key}' is missing")
+    return cfg[key]
+
+
+def _extras(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The optional entries of a config.json, type-checked ("defaults" key by key later)."""
+    extra = {k: cfg[k] for k in EXTRAS if k in cfg}
+    for key, kind in EXTRAS.items():
+        if key in extra and not isinstance(extra[key], kind):
+            raise InvalidInputError(
+                f"'{key}' must be a {kind.__name__}, not {reprlib.repr(extra[key])}")
+    return extra
+
+
+def _corrupt(path: Path, exc: Exception) -> CorruptFileError:
+    reason = exc.args[0] if isinstance(exc, InvalidInputError) else f"{type(exc).__name__}: {exc}"
+    return CorruptFileError(
+        f"{path / CONFIG} is not a valid diffusion model config: {reason}; "
+        "re-save or re-download the model")
 
 
 class DiffusionPipeline:
@@ -84,21 +126,43 @@ class DiffusionPipeline:
 
     @classmethod
     def load(cls, path: Path) -> DiffusionPipeline:
+        """Read a model directory written by `save`. Its files are checked against SHA256SUMS
+        and every config value for type and range: damage is a one-line CorruptFileError naming
+        the file (and the key)."""
         path = Path(path)
+        sha256 = verify_model_dir(path)
         cfg = read_config(path)
         try:
-            unet_cfg = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in cfg["unet"].items()})
-            dcfg = DiffusionConfig(**cfg["diffusion"])
-            text = TextSetup.from_dict(cfg["text_encoder"], path)
-        except (KeyError, TypeError) as exc:
-            raise CorruptFileError(
-                f"{path / 'config.json'} does not describe a model: {exc}") from None
+            unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
+            dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"),
+                                       section="diffusion")
+            if unet_cfg.image_channels != 3:
+                raise InvalidInputError(
+                    f"unet.image_channels must be 3 (RGB), not {unet_cfg.image_channels}")
+            extra = _extras(cfg)
+            text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
+        except (InvalidInputError, KeyError, TypeError) as exc:
+            raise _corrupt(path, exc) from None
         model = DiffusionModel(unet_cfg, text.trainable)
         load_weights(path, model)
-        extra = {k: cfg[k] for k in ("name", "defaults", "training", "data") if k in cfg}
-        return cls(model, text, dcfg, name=cfg.get("name", path.name),
-                   sha256=model_sha256(path), extra=extra)
+        pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
+                   extra=extra)
+        try:
+            if cfg.get("schedule", pipe.schedule.to_json()) != pipe.schedule.to_json():
+                raise InvalidInputError("'schedule' disagrees with the 'diffusion' settings")
+            pipe._check_defaults()
+        except InvalidInputError as exc:
+            raise _corrupt(path, exc) from None
+        return pipe
+
+    def _check_defaults(self) -> None:
+        """The sampling defaults (built-in, then stored) must have the right types and pass
+        generate()'s own checks: one set of bounds for both."""
+        d = dataclass_from_dict(SamplingDefaults, self.defaults, section="defaults")
+        self._check([], [], d.steps, d.guidance, d.sampler, d.size)
+        if d.precision not in PRECISIONS:
+            raise InvalidInputError(
+                f"precision must be one of {', '.join(PRECISIONS)}, not {d.precision!r}")
 
     # ---- generation ---------------------------------------------------------------------
     def _check(self, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float,

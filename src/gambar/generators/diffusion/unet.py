@@ -16,10 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gambar.errors import InvalidInputError
+from gambar.generators.diffusion.config import check_range
 from gambar.nn.attention import SpatialTransformer
 from gambar.nn.embeddings import TimestepMLP
 from gambar.nn.norms import group_norm
 from gambar.nn.resblock import ResBlock
+
+MAX_WIDTH = 1024  # channels of the widest level (base_channels * channel_mults)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,36 @@ class UNetConfig:
     heads: int = 4
     text_dim: int = 384  # width of the text encoder's token states
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Upper bounds far above anything a CPU trains; they stop a corrupt config.json from
+        # allocating terabytes before its weights are even read.
+        check_range("unet.image_channels", self.image_channels, 1, 4)
+        check_range("unet.patch_size", self.patch_size, 1, 8)
+        check_range("unet.base_channels", self.base_channels, 1, MAX_WIDTH)
+        check_range("unet.blocks_per_level", self.blocks_per_level, 1, 8)
+        check_range("unet.heads", self.heads, 1, 64)
+        check_range("unet.text_dim", self.text_dim, 1, 4096)
+        if not 0.0 <= self.dropout < 1.0:
+            raise InvalidInputError(f"unet.dropout must be in [0, 1), not {self.dropout}")
+        if not 1 <= len(self.channel_mults) <= 6:
+            raise InvalidInputError(
+                f"unet.channel_mults must list 1 to 6 levels, not {list(self.channel_mults)}")
+        for i, mult in enumerate(self.channel_mults):
+            if not 1 <= mult <= MAX_WIDTH // self.base_channels:
+                raise InvalidInputError(
+                    f"unet.channel_mults[{i}] must be at least 1 and keep base_channels * it "
+                    f"at most {MAX_WIDTH}, not {mult}")
+        levels = len(self.channel_mults)
+        for name in ("cross_attention_levels", "self_attention_levels"):
+            for i, level in enumerate(getattr(self, name)):
+                check_range(f"unet.{name}[{i}]", level, 0, levels - 1)
+        # Every attending level, and the middle (the last level's width), splits into heads.
+        for level in {*self.cross_attention_levels, levels - 1}:
+            width = self.base_channels * self.channel_mults[level]
+            if width % self.heads:
+                raise InvalidInputError(
+                    f"unet.heads={self.heads} must divide the width {width} of level {level}")
 
 
 PRESETS: dict[str, UNetConfig] = {

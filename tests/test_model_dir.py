@@ -1,0 +1,265 @@
+"""Model directories: the SHA256SUMS manifest, config values checked on load, and evaluators
+(a contrastive model) refused where an image is to be drawn. Issue 19's reproductions."""
+
+import hashlib
+import json
+import re
+import shutil
+import socket
+
+import pytest
+
+import gambar
+from gambar.cli import main
+from gambar.contrastive.model import ContrastiveModel, load_contrastive
+from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.model_dir import MANIFEST, model_sha256, verify_model_dir
+from gambar.pipeline import builtin_models
+from gambar.registry import is_generator, model_class, pipeline_class, task_factory
+from gambar.samplers.schedule import NoiseSchedule
+from helpers_models import make_tiny_pipeline
+
+# Recorded in the provenance of every image made with the built-in model; --replay compares it.
+DEFAULT_MODEL_SHA256 = "33a29ac6b3fc880e93cf8aec0d82935c5f9b802834e900162025b9286b43cad0"
+
+
+@pytest.fixture
+def model(tiny_model_dir, tmp_path):
+    """A fresh copy of the tiny saved model (config.json, model.safetensors, tokenizer.json)."""
+    return shutil.copytree(tiny_model_dir, tmp_path / "m")
+
+
+def flip_byte(path, offset=None):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if offset is None else offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def reseal(path):
+    """Rewrite SHA256SUMS by hand (sha256sum's format), as if the edited files were saved so."""
+    names = sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".safetensors"))
+    lines = [f"{hashlib.sha256((path / n).read_bytes()).hexdigest()}  {n}\n" for n in names]
+    (path / MANIFEST).write_text("".join(lines))
+
+
+def edit_config(path, keys, value):
+    cfg = json.loads((path / "config.json").read_text())
+    node = cfg
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    (path / "config.json").write_text(json.dumps(cfg))
+    reseal(path)
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest
+
+
+def test_save_writes_a_sha256sum_manifest_the_model_hash_leaves_out(model):
+    lines = (model / MANIFEST).read_text().splitlines()
+    listed = {line.split("  ")[1]: line.split("  ")[0] for line in lines}
+    assert set(listed) == {"config.json", "model.safetensors", "tokenizer.json"}
+    for name, digest in listed.items():
+        assert hashlib.sha256((model / name).read_bytes()).hexdigest() == digest
+    # The model hash is what it was before manifests existed: names and bytes of those files.
+    before = hashlib.sha256()
+    for name in sorted(listed):
+        before.update(name.encode() + (model / name).read_bytes())
+    assert gambar.load(model).sha256 == model_sha256(model) == before.hexdigest()
+
+
+def test_builtin_models_verify_and_the_default_hash_never_changes():
+    models = builtin_models()
+    for path in models.values():
+        assert (path / MANIFEST).is_file(), f"{path} ships without {MANIFEST}"
+        verify_model_dir(path)
+    assert verify_model_dir(models["default"]) == DEFAULT_MODEL_SHA256
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json"])
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_a_flipped_byte_is_a_one_line_error_naming_the_file(model, name, where):
+    flip_byte(model / name, None if where == "middle" else -1)
+    with pytest.raises(CorruptFileError, match=f"{name} does not match its sha256") as err:
+        gambar.load(model)
+    assert "\n" not in str(err.value)
+
+
+def test_a_flipped_byte_in_a_contrastive_model_is_refused(tmp_path):
+    clip = shutil.copytree(builtin_models()["contrastive"], tmp_path / "clip")
+    flip_byte(clip / "model.safetensors")
+    with pytest.raises(CorruptFileError, match="model.safetensors does not match"):
+        load_contrastive(clip)
+    with pytest.raises(CorruptFileError, match="model.safetensors does not match"):
+        ContrastiveModel.load(clip)
+
+
+def test_cli_reports_a_flipped_byte_in_one_line(model, tmp_path, capsys):
+    flip_byte(model / "model.safetensors")
+    code = main(["generate", "a red circle", "--model", str(model), "--steps", "2", "-q",
+                 "-o", str(tmp_path / "x.png")])
+    assert code == 2 and "model.safetensors" in one_line_error(capsys)
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: (m / "tokenizer.json").unlink(), "tokenizer.json is missing"),
+        (lambda m: (m / "notes.json").write_text("{}"), "notes.json is not listed"),
+        (lambda m: (m / MANIFEST).write_text("not a manifest\n"), "SHA256SUMS line 1"),
+        (lambda m: (m / MANIFEST).write_text(f"{'0' * 64}  ../config.json\n"), "SHA256SUMS line"),
+        (lambda m: (m / MANIFEST).write_bytes(b"\xff\xfe"), "SHA256SUMS is unreadable"),
+    ],
+    ids=["missing-file", "unlisted-file", "malformed", "path-outside", "binary"],
+)
+def test_a_manifest_that_disagrees_with_the_directory_is_an_error(model, change, message):
+    change(model)
+    with pytest.raises(CorruptFileError, match=message):
+        gambar.load(model)
+
+
+def test_a_model_saved_without_a_manifest_still_loads(model):
+    """Models saved by gambar before manifests existed: no check, same hash, same model."""
+    sha = model_sha256(model)
+    (model / MANIFEST).unlink()
+    assert gambar.load(model).sha256 == sha
+
+
+def test_saving_again_into_the_directory_rewrites_the_manifest(model):
+    pipe = make_tiny_pipeline()
+    pipe.extra["defaults"] = {"steps": 3}
+    pipe.save(model)
+    assert gambar.load(model).defaults["steps"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json values (a manifest rewritten to match, as by a hand edit or an older save)
+
+BAD_CONFIG = [
+    (["unet", "base_channels"], "64", "unet.base_channels"),
+    (["unet", "base_channels"], -16, "unet.base_channels"),
+    (["unet", "base_channels"], 10**6, "unet.base_channels"),
+    (["unet"], "x", "unet"),
+    (["unet", "channel_mults"], 3, "unet.channel_mults"),
+    (["unet", "channel_mults"], [1, "2"], r"unet.channel_mults\[1\]"),
+    (["unet", "channel_mults"], [], "unet.channel_mults"),
+    (["unet", "heads"], 0, "unet.heads"),
+    (["unet", "heads"], 5, "unet.heads"),
+    (["unet", "cross_attention_levels"], [7], "unet.cross_attention_levels"),
+    (["unet", "dropout"], float("nan"), "unet.dropout"),
+    (["unet", "image_channels"], 1, "unet.image_channels"),
+    (["unet", "nope"], 1, "unet.nope"),
+    (["diffusion", "timesteps"], -10, "diffusion.timesteps"),
+    (["diffusion", "timesteps"], 10**9, "diffusion.timesteps"),  # hung building the schedule
+    (["diffusion", "image_size"], -64, "diffusion.image_size"),
+    (["diffusion", "schedule_shift"], 0, "diffusion.schedule_shift"),
+    (["diffusion", "prediction"], ["v"], "diffusion.prediction"),
+    (["diffusion"], [1, 2], "diffusion"),
+    (["defaults", "steps"], "many", "defaults.steps"),
+    (["defaults", "steps"], 0, "steps"),
+    (["defaults", "steps"], 5000, "steps"),
+    (["defaults", "guidance"], [1], "defaults.guidance"),
+    (["defaults", "guidance"], -1.0, "guidance"),
+    (["defaults", "sampler"], "plms", "sampler"),
+    (["defaults", "size"], -64, "size"),
+    (["defaults", "size"], 30, "size"),
+    (["defaults", "precision"], "fp8", "precision"),
+    (["defaults", "stepz"], 3, "defaults.stepz"),
+    (["defaults"], [1], "defaults"),
+    (["name"], 5, "name"),
+    (["text_encoder"], 5, "text_encoder|int"),
+    (["schedule", "T"], 10, "schedule"),
+]
+
+
+@pytest.mark.parametrize(("keys", "value", "key"), BAD_CONFIG,
+                         ids=[f"{'.'.join(k)}={v!r}"[:40] for k, v, _ in BAD_CONFIG])
+def test_a_bad_config_value_is_a_one_line_error_naming_key_and_file(model, keys, value, key):
+    edit_config(model, keys, value)
+    with pytest.raises(CorruptFileError) as err:
+        gambar.load(model)
+    message = str(err.value)
+    assert "\n" not in message and "config.json" in message
+    assert re.search(key, message), message
+
+
+@pytest.mark.parametrize("missing", ["unet", "diffusion", "text_encoder"])
+def test_a_missing_config_section_is_named(model, missing):
+    cfg = json.loads((model / "config.json").read_text())
+    del cfg[missing]
+    (model / "config.json").write_text(json.dumps(cfg))
+    reseal(model)
+    with pytest.raises(CorruptFileError, match=f"'{missing}' is missing"):
+        gambar.load(model)
+
+
+def test_a_config_that_is_not_json_or_utf8_is_named(model):
+    (model / MANIFEST).unlink()  # the parser's own check, as for a model saved before manifests
+    (model / "config.json").write_bytes(b'{"format": "gambar/1", "family": "\xff"}')
+    with pytest.raises(CorruptFileError, match="config.json is not valid JSON"):
+        gambar.load(model)
+    (model / "config.json").write_text("[" * 100_000)
+    with pytest.raises(CorruptFileError, match="config.json is not valid JSON"):
+        gambar.load(model)
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["{", [1, 2], {"kind": "cosine", "T": 10**12}, {"kind": "cosine", "T": "many"},
+     {"kind": "custom", "alphas_cumprod": [10**400, 0.1]}],
+    ids=["not-json", "a-list", "huge-T", "T-a-string", "overflow"],
+)
+def test_a_bad_schedule_from_a_file_is_a_corrupt_file(data):
+    with pytest.raises(CorruptFileError, match="noise schedule"):
+        NoiseSchedule.from_json(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generators and evaluators
+
+
+def test_registry_separates_generators_from_evaluators():
+    assert is_generator("diffusion") and not is_generator("contrastive")
+    assert model_class("contrastive") is ContrastiveModel
+    assert task_factory("contrastive").__name__ == "ContrastiveTask"  # still trains
+    with pytest.raises(InvalidInputError, match="evaluator, not an image generator"):
+        pipeline_class("contrastive")
+    with pytest.raises(InvalidInputError, match="unknown model family 'gan'"):
+        pipeline_class("gan")
+
+
+def test_load_refuses_an_evaluator_in_one_line():
+    with pytest.raises(InvalidInputError, match="'contrastive' is a contrastive model, an "
+                                                "evaluator, not an image generator"):
+        gambar.load("contrastive")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", [["generate", "a red circle"], ["serve", "--port"]])
+def test_cli_refuses_an_evaluator_where_images_are_drawn(command, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if command[-1] == "--port":
+        command = [*command, free_port()]
+    assert main([*command, "--model", "contrastive"]) == 2
+    assert "evaluator, not an image generator" in one_line_error(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_model_path_the_os_refuses_is_not_found(capsys, tmp_path):
+    assert main(["generate", "a red circle", "--model", "a" * 5000,
+                 "-o", str(tmp_path / "x.png")]) == 2
+    assert "no model named or at" in one_line_error(capsys)
