@@ -105,7 +105,8 @@ def start_serve(args: list[str], env: dict[str, str] | None = None,
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             _, err = proc.communicate()
-            raise RuntimeError(f"gambar serve did not start: {err.decode()[-2000:]}")
+            raise RuntimeError(f"gambar serve did not start (exit {proc.returncode}): "
+                               f"{err.decode()[-2000:]}")
         time.sleep(0.1)
 
 

@@ -50,6 +50,61 @@ def test_positions_match_the_serving_order():
     assert [q.pop() for _ in range(len(q))] == order
 
 
+def test_addresses_take_turns_before_the_ids_within_them():
+    q = FairQueue(capacity=100, per_client=100)
+    for k in range(3):  # one address, three rotating ids, two jobs each
+        for n in range(2):
+            q.push(f"hog/id:{k}", f"h{k}.{n}", group="hog")
+    q.push("other", "o0", group="other")
+    q.push("other", "o1", group="other")
+    # One turn per address; the hog's ids share the hog's turns.
+    assert q.order() == ["h0.0", "o0", "h1.0", "o1", "h2.0", "h0.1", "h1.1", "h2.1"]
+    assert q.position("other", "o0") == 2 and q.position("hog/id:2", "h2.0") == 5
+    assert [q.pop() for _ in range(len(q))] == [
+        "h0.0", "o0", "h1.0", "o1", "h2.0", "h0.1", "h1.1", "h2.1"]
+
+
+def test_positions_match_the_serving_order_with_groups():
+    rng = random.Random(1)
+    q = FairQueue(capacity=1000, per_client=1000)
+    items = []
+    for k in range(300):
+        group = f"g{rng.randrange(3)}"
+        client = f"{group}/c{rng.randrange(3)}"
+        q.push(client, k, group=group)
+        items.append((client, k))
+        if rng.random() < 0.2:
+            q.pop()
+        if rng.random() < 0.1:
+            victim = items[rng.randrange(len(items))]
+            q.remove(*victim)
+    order = q.order()
+    assert [q.position(c, i) for c, i in items if q.position(c, i)] == [
+        order.index(i) + 1 for c, i in items if i in order]
+    assert [q.pop() for _ in range(len(q))] == order and q.pop() is None
+
+
+def test_an_address_share_bounds_all_its_ids():
+    q = FairQueue(capacity=100, per_client=2)
+    q.push("a/id:1", 1, group="a")
+    q.push("a/id:2", 2, group="a")
+    with pytest.raises(QueueFull, match="per address"):
+        q.push("a/id:3", 3, group="a")
+    q.push("b", 4, group="b")  # another address still gets in
+    assert q.queued_by_group("a") == 2 and len(q) == 3
+
+
+def test_restored_items_bypass_the_bounds_and_a_running_one_goes_first():
+    q = FairQueue(capacity=1, per_client=1)
+    q.restore("a", "a1", group="g")
+    q.restore("b", "b1", group="h")
+    q.restore("a", "a2", group="g")
+    q.restore("b", "b0", group="h", first=True)  # it was running when the server stopped
+    assert q.order() == ["b0", "a1", "b1", "a2"] and len(q) == 4
+    with pytest.raises(QueueFull):
+        q.push("c", "c1")
+
+
 def test_bounds_and_remove():
     q = FairQueue(capacity=3, per_client=2)
     q.push("a", 1)

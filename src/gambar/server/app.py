@@ -30,11 +30,12 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
 
 DESCRIPTION = """
 Text-to-image on a CPU, offline. Submit a job, poll its status (queue position, step k of K),
-fetch its PNGs (provenance in their text chunks). Jobs are served **round-robin between
-clients** (a client is its bearer token, else its `X-Client-Id` header, else its address);
-a full queue answers 429 with `Retry-After`. Turns and queue shares go first by token, else by
-address: `X-Client-Id` only splits its own address's turn and share, so a client rotating ids gains
-nothing. Give each user a token (`--token` is repeatable) where several share an address.
+fetch its PNGs (provenance in their text chunks). Jobs are served **round-robin**: between
+tokens, or between addresses for clients without one, and within an address between its
+`X-Client-Id`s. Each token or address may have `--per-client` jobs waiting (so may each id
+within an address); a full queue answers 429 with `Retry-After`. A client rotating
+`X-Client-Id` therefore gains nothing; where several users share an address (a proxy), give
+each a token (`--token` is repeatable).
 
 Jobs are recorded on disk before they are acknowledged: a server that stops or crashes runs its
 queued and running jobs again when it restarts on the same results folder (same seeds, same

@@ -312,12 +312,12 @@ class JobService:
                 images.append(ImageRecord(index=k, seed=job.spec.seeds[k], file=name,
                                           provenance=prov))
         except JobCancelled:
-            state, error = State.CANCELLED, "cancelled while running"
             if not job.cancel_requested.is_set():  # the server is stopping: it runs on restart
                 with self._lock:
                     self._running -= 1
                     job.state, job.started, job.step, job.total_steps = State.QUEUED, None, 0, 0
                 return
+            state, error = State.CANCELLED, "cancelled while running"
         except GambarError as exc:  # an option this model cannot do (e.g. a size it rejects)
             state, error, user_mistake = State.FAILED, str(exc), True
         except Exception as exc:  # a bug: keep serving, log the traceback, tell the client
