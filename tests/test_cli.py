@@ -104,6 +104,107 @@ def test_corrupt_image_for_info(in_tmp, capsys):
     assert "not a readable image" in one_line_error(capsys)
 
 
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if a command loads a model (its mistake should be found before)."""
+    import gambar.commands.generate as generate
+
+    def load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the mistake was found")
+
+    monkeypatch.setattr(generate, "load", load)
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("/proc/x.png", "does not accept new files"),  # as root, os.access would say yes
+        ("folder.png", "is a folder"),
+        ("file.png/x.png", "is a file, not a folder"),
+        ("x" * 260 + ".png", "too long"),
+    ],
+)
+def test_unwritable_output_is_refused_before_any_work(in_tmp, capsys, no_model_load, output,
+                                                      message):
+    (in_tmp / "folder.png").mkdir()
+    (in_tmp / "file.png").write_bytes(b"precious")
+    assert main(["generate", "a red circle", "-o", output, "--overwrite", "-q"]) == 2
+    assert message in one_line_error(capsys)
+    assert (in_tmp / "file.png").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("a red \udcff circle", "invalid character U+DCFF at position 6"),  # argv's b"\xff"
+        ("\u200b\u200d\ufeff", "prompt is empty"),  # zero-width only
+        (" \t\u3000\x07 ", "prompt is empty"),  # spaces and a control character
+    ],
+)
+def test_unusable_prompt_is_refused_before_any_work(in_tmp, capsys, no_model_load, prompt,
+                                                    message):
+    assert main(["generate", prompt, "-q"]) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_prompt_from_argv_bytes_that_are_not_utf8(in_tmp):
+    """The real path: bytes in argv become surrogates in Python, then a one-line error."""
+    done = subprocess.run([sys.executable, "-m", "gambar.cli", "generate", b"a red \xff circle",
+                           "--model", "nope", "-q"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: the prompt holds an invalid character U+DCFF")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "0"], "size must be"),  # 0 is falsy: it once became the model's 64
+        (["-n", "-1"], "-n must be"),
+        (["-n", str(10**12)], "-n must be"),
+        (["--batch-size", "0"], "batch size must be"),
+        (["--batch-size", "-3"], "batch size must be"),
+        (["--steps", "-1"], "steps must be"),
+        (["--steps", str(10**12)], "steps must be"),
+        (["--seed", "-1"], "seed must be"),
+        (["--seed", str(2**63)], "seed must be"),
+        (["--seed", str(2**63 - 1), "-n", "2"], "seed must be"),  # the second seed overflows
+        (["--guidance", "nan"], "guidance must be"),
+        (["--negative", "\udcff"], "negative prompt holds an invalid character"),
+    ],
+)
+def test_out_of_range_options_are_one_line_errors(tiny_model_dir, in_tmp, capsys, args,
+                                                   message):
+    assert gen(tiny_model_dir, "a red circle", "-o", "x.png", *args) == 2
+    assert message in one_line_error(capsys)
+    assert not (in_tmp / "x.png").exists()
+
+
+def test_a_model_that_cannot_draw_is_a_one_line_error(in_tmp, capsys):
+    from gambar.pipeline import builtin_models
+
+    if "contrastive" not in builtin_models():
+        pytest.skip("no built-in contrastive model shipped")
+    assert main(["generate", "a red circle", "--model", "contrastive", "-q"]) == 2
+    assert "cannot draw" in one_line_error(capsys)
+
+
+def test_sheet_refuses_bad_output_scale_and_prompt_file(tiny_model_dir, in_tmp, capsys):
+    (in_tmp / "folder.png").mkdir()
+    (in_tmp / "latin1.txt").write_bytes("caf\xe9 merah\n".encode("latin-1"))
+    sheet = ["sheet", "a red circle", "--model", str(tiny_model_dir), "--steps", "2", "-q"]
+    for args, message in [(["-o", "folder.png", "--overwrite"], "is a folder"),
+                          (["--scale", "1001"], "--scale must be"),
+                          (["--prompts-file", "latin1.txt"], "not UTF-8")]:
+        assert main([*sheet, *args]) == 2
+        assert message in one_line_error(capsys)
+
+
+def test_error_quoting_a_line_break_stays_one_line(in_tmp, capsys):
+    assert main(["info", "no\nsuch.png"]) == 2
+    assert "no\\nsuch.png" in one_line_error(capsys)
+
+
 def test_help_runs_as_a_command():
     out = subprocess.run([sys.executable, "-m", "gambar.cli", "generate", "--help"],
                          capture_output=True, text=True, check=True).stdout

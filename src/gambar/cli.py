@@ -264,6 +264,10 @@ COMMANDS: dict[str, str] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A file name from argv may hold bytes that are not UTF-8 (as lone surrogates); echoing it
+    # must not fail where stdout is strict UTF-8.
+    if callable(getattr(sys.stdout, "reconfigure", None)):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         if args.command in COMMANDS:
             module, function = COMMANDS[args.command].split(":")
@@ -273,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(format_provenance(read_provenance(args.image)))
     except GambarError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line, even when the message quotes user text that holds line breaks.
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from gambar.errors import InvalidInputError
 
+# atomic_write_bytes writes ".<name>.<8 random characters>.tmp" beside the target first
+TMP_NAME_EXTRA = len("..12345678.tmp")
+
 
 @functools.cache
 def _file_mode() -> int:
@@ -43,6 +46,35 @@ def _refuse_existing(path: Path) -> InvalidInputError:
     return InvalidInputError(f"{path} already exists; refusing to overwrite it")
 
 
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise InvalidInputError now if a file could not be written at `path` later: it is a
+    folder, its folder is under a file, or the nearest existing folder refuses new files.
+
+    Creates nothing: a probe file is made in the nearest existing folder and removed at once
+    (as root, os.access says yes even to /proc)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise InvalidInputError(f"{path} is a folder; give a file name inside it instead")
+        folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    except ValueError:  # os.stat refuses a NUL character
+        raise InvalidInputError(f"{path!r} is not a valid file name") from None
+    except OSError as exc:  # a name too long, a loop of links
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror}") from None
+    if not folder.is_dir():
+        raise InvalidInputError(f"cannot write {path}: {folder} is a file, not a folder")
+    name_max = os.pathconf(folder, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    if len(os.fsencode(path.name)) + TMP_NAME_EXTRA > name_max:
+        raise InvalidInputError(f"cannot write {path}: the file name is too long")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".gambar-probe-")
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write {path}: {folder} does not accept new files ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def atomic_write_bytes(
     path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True
 ) -> None:
@@ -50,6 +82,8 @@ def atomic_write_bytes(
     path = Path(path)
     if not overwrite and path.exists():
         raise _refuse_existing(path)
+    if path.is_dir():  # os.replace would fail only after the data was written
+        raise InvalidInputError(f"{path} is a folder; refusing to replace it with a file")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

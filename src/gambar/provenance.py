@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,13 @@ from PIL import Image, PngImagePlugin
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.fsutil import atomic_write_bytes
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_MAX_CHUNK = 2**31 - 1  # PNG spec 5.3: a chunk's length is at most 2^31 - 1
+TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+# Limits on what `read_provenance` accepts, far above what gambar writes (about 1 KB per image:
+# a 64-image grid holds ~70 KB, a 13 x 4 sample sheet ~55 KB) and low enough to bound memory.
+MAX_TEXT_BYTES = 16 * 2**20
+MAX_DEPTH = 16  # gambar's own nests 4 deep: sheet_of -> image -> sampler_options -> value
 KEY = "gambar"  # one JSON text chunk holds every field, so nothing is lost in type conversion
 # Fields also written as separate plain chunks so that other tools (exiftool, A1111-style
 # viewers) show the essentials without parsing JSON.
@@ -37,32 +48,187 @@ def png_bytes(image: Image.Image, provenance: dict[str, Any]) -> bytes:
 
 def save_png(path: Path, image: Image.Image, provenance: dict[str, Any], *,
              overwrite: bool = False) -> Path:
-    """Write a PNG with provenance atomically; refuse to replace a file unless `overwrite`."""
-    atomic_write_bytes(Path(path), png_bytes(image, provenance), overwrite=overwrite)
-    return Path(path)
+    """Write a PNG with provenance atomically (creating its folder); refuse to replace a file
+    unless `overwrite`. A failed write (disk full, no permission) is a one-line error."""
+    path = Path(path)
+    data = png_bytes(image, provenance)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data, overwrite=overwrite)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def read_provenance(path: Path) -> dict[str, Any]:
-    """The provenance stored in a PNG written by gambar."""
+    """The provenance stored in a PNG written by gambar: a JSON object, read without decoding
+    a single pixel (a forged 50000x50000 header costs nothing)."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"no such image: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            text = dict(getattr(im, "text", {}))
-    except (OSError, SyntaxError) as exc:
-        raise CorruptFileError(f"{path} is not a readable image ({exc})") from None
-    if KEY not in text:
+        text = _text_chunk(path, KEY)
+    except OSError as exc:
+        raise CorruptFileError(f"{path} is not a readable image ({exc.strerror})") from None
+    if text is None:
         raise InvalidInputError(f"{path} carries no gambar provenance (not made by gambar?)")
     try:
-        return json.loads(text[KEY])
-    except json.JSONDecodeError:
+        prov = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):  # the C parser recurses once per [ or {
         raise CorruptFileError(f"{path}: its gambar provenance is not valid JSON") from None
+    if not isinstance(prov, dict):
+        raise CorruptFileError(
+            f"{path}: its gambar provenance is {JSON_NAMES.get(type(prov), 'a value')}, not a "
+            "JSON object")
+    if _depth(prov) > MAX_DEPTH:
+        raise CorruptFileError(f"{path}: its gambar provenance nests deeper than {MAX_DEPTH} "
+                               "levels; gambar never writes that")
+    return prov
+
+
+def _text_chunk(path: Path, keyword: str) -> str | None:
+    """The text of the first tEXt, zTXt or iTXt chunk named `keyword` (PNG spec 11.3.4).
+
+    A small reader of its own rather than PIL: PIL's `.text` decodes every pixel first (text may
+    follow the image data), and Image.open refuses headers over its bomb limit. This one seeks
+    past every other chunk, never inflates image data, caps what it reads and inflates at
+    MAX_TEXT_BYTES, and checks the CRC of the chunk it returns."""
+    want = keyword.encode("latin-1") + b"\0"
+    with path.open("rb") as f:
+        if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            raise CorruptFileError(f"{path} is not a readable image (not a PNG file)")
+        size = os.fstat(f.fileno()).st_size
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CorruptFileError(f"{path} is not a readable image (cut short: no IEND)")
+            length, kind = struct.unpack(">I4s", head)
+            start = f.tell()
+            if length > PNG_MAX_CHUNK or start + length + 4 > size:
+                raise CorruptFileError(f"{path} is not a readable image (cut short or damaged: "
+                                       f"a chunk claims {length} bytes)")
+            if kind == b"IEND":
+                return None
+            if kind not in TEXT_CHUNKS or length < len(want) or f.read(len(want)) != want:
+                f.seek(start + length + 4)  # past the data and the CRC, unread
+                continue
+            if length > MAX_TEXT_BYTES:
+                raise CorruptFileError(f"{path}: its gambar provenance is {length} bytes, over "
+                                       f"the {MAX_TEXT_BYTES} gambar reads")
+            body = want + f.read(length - len(want))
+            (crc,) = struct.unpack(">I", f.read(4))
+            if zlib.crc32(kind + body) != crc:
+                raise CorruptFileError(f"{path}: its gambar provenance chunk is damaged (CRC)")
+            return _decode_text(kind, body[len(want):], path)
+
+
+def _decode_text(kind: bytes, data: bytes, path: Path) -> str:
+    """The text of a tEXt / zTXt / iTXt chunk body after its keyword."""
+    if kind == b"tEXt":
+        return data.decode("latin-1")
+    if kind == b"zTXt":
+        return _inflate(data[1:], path).decode("latin-1")
+    compressed, rest = data[:1] == b"\1", data[2:]  # iTXt: flag, method, language, keyword
+    parts = rest.split(b"\0", 2)
+    if len(parts) < 3:
+        raise CorruptFileError(f"{path}: its gambar provenance chunk is malformed")
+    raw = _inflate(parts[2], path) if compressed else parts[2]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{path}: its gambar provenance is not UTF-8 text") from None
+
+
+def _inflate(data: bytes, path: Path) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_TEXT_BYTES)
+    except zlib.error:
+        raise CorruptFileError(f"{path}: its gambar provenance is not valid zlib data") from None
+    if inflater.unconsumed_tail:
+        raise CorruptFileError(f"{path}: its gambar provenance inflates to over "
+                               f"{MAX_TEXT_BYTES} bytes")
+    return out
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and dicts nest in `value` (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def format_provenance(prov: dict[str, Any]) -> str:
     """Human-readable lines, known fields first."""
     keys = [k for k in FIELDS if k in prov] + sorted(k for k in prov if k not in FIELDS)
     width = max(len(k) for k in keys) if keys else 0
-    return "\n".join(f"{k.ljust(width)}  {json.dumps(prov[k], ensure_ascii=False)}" for k in keys)
+    return "\n".join(f"{k.ljust(width)}  {_shown(prov[k])}" for k in keys)
+
+
+def _shown(value: Any) -> str:
+    """JSON, readable (non-ASCII kept) unless it holds lone surrogates no terminal can print."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What `gambar generate --replay` needs from an image's provenance, checked."""
+
+    prompt: str
+    seed: int
+    model_sha256: str
+    options: dict[str, Any]  # keyword arguments of Pipeline.generate
+
+
+# field -> the JSON types it may hold (bool is excluded from int and float); the pipeline's own
+# checks then judge the values (ranges, sampler names), as they do for every other caller.
+REPLAY_FIELDS: dict[str, tuple[type, ...]] = {
+    "prompt": (str,), "seed": (int,), "model_sha256": (str,), "negative_prompt": (str,),
+    "steps": (int,), "guidance": (int, float), "sampler": (str,), "size": (int,),
+    "precision": (str,), "sampler_options": (dict,),
+}
+OPTIONAL_FIELDS = {"negative_prompt": "", "precision": "fp32", "sampler_options": {}}
+SAMPLER_OPTIONS: dict[str, tuple[type, ...]] = {"eta": (int, float)}  # DDIM's noise scale
+
+
+def replay_settings(prov: dict[str, Any], where: str | Path) -> Replay:
+    """Check the fields of one image's provenance (`read_provenance`) for a replay."""
+    if "prompt" not in prov and ("grid_of" in prov or "sheet_of" in prov):
+        raise InvalidInputError(f"{where} is a grid of several images, not one; replay one of "
+                                "the images gambar wrote beside it")
+    values = {**OPTIONAL_FIELDS, **prov}
+    for name, types in REPLAY_FIELDS.items():
+        if name not in values:
+            raise InvalidInputError(f"{where}: its provenance lacks {name!r}; it cannot be "
+                                    "replayed")
+        _check_type(values[name], types, f"{where}: its provenance field {name!r}")
+    for name, value in values["sampler_options"].items():
+        if name not in SAMPLER_OPTIONS:
+            raise InvalidInputError(f"{where}: unknown sampler option {name!r} in its "
+                                    f"provenance (known: {', '.join(SAMPLER_OPTIONS)})")
+        _check_type(value, SAMPLER_OPTIONS[name], f"{where}: its sampler option {name!r}")
+    options = {k: values[k] for k in ("negative_prompt", "steps", "guidance", "sampler", "size",
+                                      "precision")}
+    return Replay(values["prompt"], values["seed"], values["model_sha256"],
+                  {**options, **values["sampler_options"]})
+
+
+def _check_type(value: Any, types: tuple[type, ...], what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, types):
+        wanted = " or ".join(TYPE_NAMES[t] for t in types)
+        raise InvalidInputError(f"{what} must be {wanted}, not {_shown(value)[:40]}")
+
+
+JSON_NAMES = {list: "a JSON list", str: "a JSON string", int: "a number", float: "a number",
+              bool: "true or false", type(None): "null"}
+TYPE_NAMES = {str: "text", int: "a whole number", float: "a number", dict: "an object"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import secrets
 from collections.abc import Sequence
 
@@ -19,6 +20,8 @@ def check_seed(seed: int) -> int:
     """Validate a user-supplied seed."""
     from gambar.errors import InvalidInputError
 
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise InvalidInputError(f"seed must be a whole number, not {seed!r}")
     if not 0 <= seed <= MAX_SEED:
         raise InvalidInputError(f"seed must be between 0 and {MAX_SEED}, not {seed}")
     return seed

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
 
 from gambar.errors import InvalidInputError
+from gambar.fsutil import check_writable
 from gambar.pipeline import Generated, load
-from gambar.provenance import read_provenance, save_png
+from gambar.provenance import read_provenance, replay_settings, save_png
 from gambar.seeding import check_seed, random_seed
+from gambar.text.checks import check_prompt
 
 OUTPUT_DIR = Path("outputs")
 MAX_IMAGES = 64
@@ -34,31 +35,22 @@ def output_paths(prompt: str, seeds: list[int], output: str | None) -> list[Path
     return [out.with_name(f"{out.stem}-{k}{out.suffix}") for k in range(len(seeds))]
 
 
-def _check_free(paths: list[Path], overwrite: bool) -> None:
-    if overwrite:
-        return
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse, before any work, outputs that exist (without --overwrite) or cannot be written."""
+    for path in paths:
+        check_writable(path)
     taken = [p for p in paths if p.exists()]
-    if taken:
+    if taken and not overwrite:
         raise InvalidInputError(
             f"{taken[0]} already exists; choose another -o, another --seed, or pass --overwrite")
-
-
-def _replay_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], list[int]]:
-    prov = read_provenance(Path(args.replay))
-    try:
-        options = {"negative_prompt": prov["negative_prompt"], "steps": prov["steps"],
-                   "guidance": prov["guidance"], "sampler": prov["sampler"], "size": prov["size"],
-                   "precision": prov.get("precision", "fp32"), **prov.get("sampler_options", {})}
-        return prov["prompt"], options, [int(prov["seed"])]
-    except KeyError as exc:
-        raise InvalidInputError(f"{args.replay}: its provenance lacks {exc}") from None
 
 
 def run_generate(args: argparse.Namespace) -> list[Path]:
     """Generate and write images; returns the paths written."""
     if args.replay:
-        prompt, options, seeds = _replay_settings(args)
-        expected = read_provenance(Path(args.replay))["model_sha256"]
+        replay = replay_settings(read_provenance(Path(args.replay)), args.replay)
+        prompt, options, seeds = replay.prompt, replay.options, [replay.seed]
+        expected = replay.model_sha256
     else:
         if args.prompt is None:
             raise InvalidInputError(
@@ -72,11 +64,11 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
                    "guidance": args.guidance, "sampler": args.sampler, "size": args.size,
                    "precision": args.precision}
         expected = None
-    if not prompt.strip():
-        raise InvalidInputError('the prompt is empty; give a description, e.g. "a red circle"')
+    # Checked here as well as by the pipeline: a mistake costs no model load, no sampling.
+    check_prompt(prompt)
     paths = output_paths(prompt, seeds, args.output)
     grid_path = paths[0].with_name(paths[0].stem.rsplit("-", 1)[0] + "-grid.png")
-    _check_free(paths + ([grid_path] if args.grid and len(paths) > 1 else []), args.overwrite)
+    check_outputs(paths + ([grid_path] if args.grid and len(paths) > 1 else []), args.overwrite)
 
     pipe = load(args.model)
     if expected is not None and expected != pipe.sha256:
@@ -86,7 +78,6 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
     results = pipe.generate([prompt] * len(seeds), seeds=seeds, batch_size=args.batch_size,
                             progress=not args.quiet, **options)
     for path, gen in zip(paths, results, strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
         save_png(path, gen.image, gen.provenance, overwrite=args.overwrite)
         print(path)
     if args.grid and len(results) > 1:

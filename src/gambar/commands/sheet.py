@@ -6,10 +6,14 @@ import argparse
 from pathlib import Path
 
 from gambar.errors import InvalidInputError
+from gambar.fsutil import check_writable
 from gambar.pipeline import load
 from gambar.provenance import save_png
 from gambar.seeding import check_seed
 from gambar.sheet import DEFAULT_PROMPTS, SheetLayout, compose_sheet, label
+from gambar.text.checks import check_prompt
+
+MAX_SCALE = 16  # a 64 px image drawn 16x is 1024 px; more only makes a huge file
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
@@ -17,7 +21,13 @@ def read_prompt_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"prompts file not found: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path} is not UTF-8 text (byte {exc.start}); save it as "
+                                "UTF-8") from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
     return [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
 
 
@@ -29,6 +39,8 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         prompts = list(args.prompts or DEFAULT_PROMPTS)
     if not prompts:
         raise InvalidInputError("no prompts to draw")
+    for prompt in prompts:
+        check_prompt(prompt, f"the prompt {prompt!r}")
     return prompts
 
 
@@ -38,9 +50,12 @@ def run_sheet(args: argparse.Namespace) -> Path:
     seeds = [check_seed(s) for s in args.seeds]
     if not seeds:
         raise InvalidInputError("give at least one seed")
-    if args.scale < 1:
-        raise InvalidInputError(f"--scale must be at least 1, not {args.scale}")
+    if not 1 <= args.scale <= MAX_SCALE:
+        raise InvalidInputError(f"--scale must be between 1 and {MAX_SCALE}, not {args.scale}")
     out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise InvalidInputError(f"-o must be a .png file, not {args.out!r}")
+    check_writable(out)
     if out.exists() and not args.overwrite:
         raise InvalidInputError(f"{out} exists; pass --overwrite to replace it")
     pipe = load(args.model)
@@ -50,7 +65,6 @@ def run_sheet(args: argparse.Namespace) -> Path:
     rows = [flat[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(prompts))]
     labels = [label(p, row) for p, row in zip(prompts, rows, strict=True)]
     sheet = compose_sheet(rows, labels, seeds, SheetLayout(scale=args.scale))
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_png(out, sheet, {"sheet_of": [g.provenance for g in flat]}, overwrite=args.overwrite)
     print(out)
     return out

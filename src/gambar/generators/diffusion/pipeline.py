@@ -25,6 +25,7 @@ from gambar.samplers import get_sampler
 from gambar.samplers.guidance import classifier_free
 from gambar.seeding import check_seed, generators_for, initial_noise
 from gambar.text.base import Encoded
+from gambar.text.checks import check_encodable, check_prompt
 from gambar.text.setup import TextSetup
 
 MAX_PROMPT_CHARS = 500
@@ -170,9 +171,7 @@ class DiffusionPipeline:
         if len(prompts) != len(seeds):
             raise InvalidInputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         for p in prompts:
-            if not p.strip():
-                raise InvalidInputError(
-                    'the prompt is empty; give a description, e.g. "a red circle"')
+            check_prompt(p)
             if len(p) > MAX_PROMPT_CHARS:
                 raise InvalidInputError(
                     f"the prompt is {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
@@ -200,18 +199,22 @@ class DiffusionPipeline:
         prompts = list(prompts)
         steps = int(steps if steps is not None else self.defaults["steps"])
         guidance = float(guidance if guidance is not None else self.defaults["guidance"])
-        sampler = sampler or self.defaults["sampler"]
-        size = int(size or self.defaults["size"])
-        precision = precision or self.defaults["precision"]
+        # `is None`, not `or`: an explicit 0 or "" is the user's value, to be checked, not dropped
+        sampler = sampler if sampler is not None else self.defaults["sampler"]
+        size = int(size if size is not None else self.defaults["size"])
+        precision = precision if precision is not None else self.defaults["precision"]
         self._check(prompts, seeds, steps, guidance, sampler, size)
         if precision not in PRECISIONS:
             raise InvalidInputError(
                 f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        check_encodable(negative_prompt, "the negative prompt")
         if len(negative_prompt) > MAX_PROMPT_CHARS:
             raise InvalidInputError(f"the negative prompt is over {MAX_PROMPT_CHARS} characters")
         if batch_size < 1:
             raise InvalidInputError(f"batch size must be at least 1, not {batch_size}")
+        if not 0.0 <= eta <= 1.0:  # DDIM's eta: 0 deterministic, 1 ancestral (Song et al. 2021)
+            raise InvalidInputError(f"eta must be between 0 and 1, not {eta}")
         sample = get_sampler(sampler)
         options = {"eta": eta} if sampler == "ddim" else {}
         total = steps * -(-len(prompts) // batch_size)
