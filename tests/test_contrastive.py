@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import gambar
 from gambar.cli import main
 from gambar.config import load_recipe
 from gambar.contrastive import (
@@ -128,7 +127,7 @@ def test_scene_key_ignores_wording():
 def test_save_load_round_trip(tmp_path):
     model = tiny_model()
     model.save(tmp_path / "clip")
-    loaded = gambar.load(tmp_path / "clip")  # through the registry
+    loaded = load_contrastive(tmp_path / "clip")
     assert isinstance(loaded, ContrastiveModel) and loaded.sha256 == model.sha256
     images = [s.image for s in fixed_split("val", 4, 32)]
     torch.testing.assert_close(loaded.similarity(images, CAPTIONS),
