@@ -133,3 +133,22 @@ def test_load_recipe(tmp_path: Path) -> None:
     path.write_text("[train\n")
     with pytest.raises(CorruptFileError, match="not valid TOML"):
         load_recipe(path)
+
+
+def test_load_recipe_refuses_what_is_not_a_recipe_in_one_line(tmp_path: Path) -> None:
+    """A directory, a huge file and nesting deep enough to exhaust the parser's recursion were
+    a wrong message, a read of the whole file and a RecursionError traceback."""
+    with pytest.raises(InvalidInputError, match="is not a file"):
+        load_recipe(tmp_path)
+    deep = tmp_path / "deep.toml"
+    deep.write_text("v = " + "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CorruptFileError, match="nested too deep"):
+        load_recipe(deep)
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(InvalidInputError, match="over 1 MB"):
+        load_recipe(big)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('name = "caf\xe9"'.encode("latin-1"))
+    with pytest.raises(CorruptFileError, match="not valid TOML"):
+        load_recipe(latin)

@@ -16,16 +16,30 @@ from gambar.errors import CorruptFileError, InvalidInputError
 T = TypeVar("T")
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; more is a wrong file
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a recipe TOML file into a nested dict."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInputError(f"recipe file {path} does not exist")
+    if not path.is_file():
+        raise InvalidInputError(f"recipe {path} is not a file; name a .toml recipe")
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            data = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as e:
+        raise InvalidInputError(f"recipe file {path} cannot be read: {e.strerror}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise InvalidInputError(f"recipe file {path} is over {MAX_RECIPE_BYTES >> 20} MB; "
+                                "is it a recipe?")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise CorruptFileError(f"recipe file {path} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise CorruptFileError(f"recipe file {path} is not valid TOML: nested too deep") from None
 
 
 def parse_value(raw: str) -> Any:

@@ -60,7 +60,7 @@ def _model_config(section: dict[str, Any], image_size: int) -> ContrastiveConfig
     """`[model]`: a preset and the keys that change it, at the data's `image_size`."""
     section = dict(section)
     preset = section.pop("preset", "clip-s")
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         known = ", ".join(PRESETS)
         raise InvalidInputError(f"unknown contrastive preset {preset!r}; known: {known}")
     if section.get("image_size", image_size) != image_size:  # would be silently replaced

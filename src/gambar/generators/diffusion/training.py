@@ -56,7 +56,7 @@ def _unet_config(section: dict[str, Any], text_dim: int = UNetConfig.text_dim) -
     """`[unet]`: a preset and the keys that change it. text_dim is the text encoder's width."""
     section = dict(section)
     preset = section.pop("preset", "unet-s")
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise InvalidInputError(f"unknown UNet preset {preset!r}; known: {', '.join(PRESETS)}")
     if "text_dim" in section:  # would be overwritten: the encoder decides the width
         raise InvalidInputError("unet.text_dim is set by the text encoder's width; remove it "
