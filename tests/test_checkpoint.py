@@ -288,6 +288,8 @@ FORGERIES = {
     "world_size 0": lambda c: _forge(c, _edit(world_size=0)),
     "wall_time NaN": lambda c: _forge(c, _edit(wall_time=math.nan)),
     "recipe a list": lambda c: _forge(c, _edit(recipe=[1])),
+    "recipe nested 900 deep": lambda c: _forge(c, lambda s: {**s, "recipe": {
+        "train": {"steps": 10}, "x": json.loads("{\"a\": " * 900 + "1" + "}" * 900)}}),
     "recipe steps a string": lambda c: _forge(c, _edit(recipe={"train": {"steps": "10"}})),
     "files missing one": lambda c: _forge(c, lambda s: {**s, "files": {
         k: v for k, v in s["files"].items() if k != "rng.safetensors"}}),
