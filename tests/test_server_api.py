@@ -1,6 +1,7 @@
 """gambar's own API over real HTTP on 127.0.0.1: jobs, progress, fairness, limits, safety."""
 
 import base64
+import json
 import signal
 import socket
 import time
@@ -131,6 +132,7 @@ def test_cancel_and_delete_a_queued_job(server, client):
     ({"prompt": ""}, "prompt"),
     ({"prompt": "   "}, "prompt"),
     ({"prompt": "x" * 501}, "prompt"),
+    ({"prompt": "\u200b\u200d\ufeff"}, "prompt"),  # only invisible characters: queued before
     ({"n": 0}, "n"),
     ({"n": 17}, "n"),
     ({"n": "two"}, "n"),
@@ -149,6 +151,14 @@ def test_bad_requests_get_a_clear_422(client, body, field):
     assert r.status_code == 422
     error = r.json()["error"]
     assert field in error and "\n" not in error and len(error) < 300
+
+
+def test_lone_surrogates_are_a_422_not_a_failed_job(client):
+    for body in ({"prompt": "a red \udcff circle"}, {"negative_prompt": "\ud800"}):
+        raw = json.dumps({"prompt": "a red circle", **body})  # JSON may spell a lone surrogate
+        r = client.post("/api/jobs", content=raw, headers={"content-type": "application/json"})
+        error = r.json()["error"]
+        assert r.status_code == 422 and "prompt" in error and "\n" not in error
 
 
 def test_malformed_bodies_and_headers(client):

@@ -145,7 +145,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-size", type=int, default=100,
                    help="jobs that may wait, all clients together (default: 100)")
     p.add_argument("--per-client", type=int, default=20,
-                   help="jobs that may wait from one client (default: 20)")
+                   help="jobs that may wait from one client, and from one token or address "
+                   "(default: 20)")
+    p.add_argument("--max-body-kb", type=int, default=1024,
+                   help="answer 413 to request bodies larger than this (default: 1024)")
     p.add_argument("--workers", type=int, default=1,
                    help="threads that generate (default: 1; one already uses every core)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -54,8 +54,7 @@ def run_serve(args: argparse.Namespace) -> None:
         results_dir=Path(args.results) if args.results else default_results_dir(),
         tokens=tokens, queue_size=args.queue_size, per_client=args.per_client,
         workers=args.workers, keep_hours=args.keep_hours, max_results_mb=args.max_results_mb,
-        # getattr: the flag is declared in cli.py, which may not have it yet.
-        max_body_kb=getattr(args, "max_body_kb", ServerSettings.max_body_kb))
+        max_body_kb=args.max_body_kb)
     _check_port_free(args.host, args.port)
     if args.threads is not None:
         import torch

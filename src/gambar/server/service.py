@@ -45,6 +45,7 @@ from gambar.server.queue import FairQueue, QueueFull
 from gambar.server.settings import ServerSettings
 from gambar.server.store import ResultStore
 from gambar.server.worker import JobCancelled, draw_job
+from gambar.text.checks import check_encodable, check_prompt
 
 log = logging.getLogger("gambar.server")
 
@@ -147,8 +148,8 @@ class JobService:
                   model: str | None = None, eta: float | None = None) -> JobSpec:
         """Check a request against the limits and resolve its defaults into a JobSpec."""
         name, pipe = self.model(model)
-        if not prompt.strip():
-            raise InvalidInputError('the prompt is empty; give a description, e.g. "a red circle"')
+        check_prompt(prompt)  # the same rule as the CLI: something visible, valid Unicode
+        check_encodable(negative_prompt, "the negative prompt")
         for label, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
             if len(text) > MAX_PROMPT_CHARS:
                 raise InvalidInputError(
