@@ -152,3 +152,10 @@ def test_load_recipe_refuses_what_is_not_a_recipe_in_one_line(tmp_path: Path) ->
     latin.write_bytes('name = "caf\xe9"'.encode("latin-1"))
     with pytest.raises(CorruptFileError, match="not valid TOML"):
         load_recipe(latin)
+
+
+def test_a_huge_wrong_value_is_quoted_short():
+    """A 1 MB string where a number belongs gives a short one-line error, not a 1 MB line."""
+    with pytest.raises(InvalidInputError) as err:
+        dataclass_from_dict(TrainConfig, {"steps": "9" * 1_000_000}, section="train")
+    assert "train.steps" in str(err.value) and len(str(err.value)) < 200

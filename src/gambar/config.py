@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import reprlib
 import tomllib
 import types
 import typing
@@ -122,7 +123,7 @@ def _field_names(cls: type) -> list[str]:
 def dataclass_from_dict(cls: type[T], d: Mapping[str, Any], *, section: str = "") -> T:
     """Build the frozen dataclass `cls` from one recipe section, checking keys and types."""
     if not isinstance(d, Mapping):
-        raise InvalidInputError(f"[{section or cls.__name__}] must be a table, got {d!r}")
+        raise InvalidInputError(f"[{section or cls.__name__}] must be a table, got {_shown(d)}")
     names = _field_names(cls)
     unknown = [k for k in d if k not in names]
     prefix = f"{section}." if section else ""
@@ -139,8 +140,13 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def _shown(value: Any) -> str:
+    """A value quoted in an error, cut short: a 1 MB string must not make a 1 MB error line."""
+    return reprlib.repr(value)
+
+
 def _mismatch(hint: Any, value: Any, where: str) -> InvalidInputError:
-    return InvalidInputError(f"'{where}' expects {_type_name(hint)}, got {value!r}")
+    return InvalidInputError(f"'{where}' expects {_type_name(hint)}, got {_shown(value)}")
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -151,7 +157,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if origin is Literal:
         if value not in args:
             choices = " | ".join(repr(a) for a in args)
-            raise InvalidInputError(f"'{where}' must be one of {choices}, got {value!r}")
+            raise InvalidInputError(f"'{where}' must be one of {choices}, got {_shown(value)}")
         return value
     if origin in (typing.Union, types.UnionType):
         return _coerce_union(hint, args, value, where)
@@ -206,7 +212,8 @@ def _coerce_tuple(hint: Any, args: tuple[Any, ...], value: Any, where: str) -> t
         items = [args[0]] * len(value)
     elif args:
         if len(args) != len(value):
-            raise InvalidInputError(f"'{where}' expects {len(args)} items, got {list(value)!r}")
+            raise InvalidInputError(
+                f"'{where}' expects {len(args)} items, got {_shown(list(value))}")
         items = list(args)
     else:
         items = [Any] * len(value)
