@@ -200,6 +200,29 @@ def test_sheet_refuses_bad_output_scale_and_prompt_file(tiny_model_dir, in_tmp, 
         assert message in one_line_error(capsys)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n", "0"], "--n must be between 1 and"),
+        (["--n", str(10**9)], "--n must be between 1 and"),  # once a list of 10^11 jobs
+        (["--per-category", "0"], "--per-category must be at least 1"),
+        (["--retrieval-n", "0"], "--retrieval-n must be between 1"),
+        (["--out", "file.png"], "is a file, not a folder"),  # once found after the evaluation
+    ],
+)
+def test_evaluate_refuses_bad_counts_before_any_work(tiny_model_dir, in_tmp, capsys,
+                                                     monkeypatch, args, message):
+    import gambar.evaluation.harness as harness
+
+    def evaluate(*a, **k):
+        raise AssertionError("the evaluation started before the mistake was found")
+
+    monkeypatch.setattr(harness, "evaluate", evaluate)
+    (in_tmp / "file.png").write_bytes(b"precious")
+    assert main(["evaluate", str(tiny_model_dir), "-q", *args]) == 2
+    assert message in one_line_error(capsys)
+
+
 def test_error_quoting_a_line_break_stays_one_line(in_tmp, capsys):
     assert main(["info", "no\nsuch.png"]) == 2
     assert "no\\nsuch.png" in one_line_error(capsys)

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from gambar.errors import InvalidInputError
+from gambar.fsutil import check_writable
 from gambar.model_dir import read_config
 from gambar.pipeline import builtin_models, resolve_model
 
 OUTPUT_DIR = Path("evaluations")
+MAX_PER_PROMPT = 256  # 25,600 images of shapes-core's 100 prompts: hours on a CPU already
+MAX_RETRIEVAL_N = 10_000  # scenes per split, each rendered and encoded
 DEFAULT_CLIP = "contrastive"  # a built-in contrastive model, used when shipped
 
 
@@ -49,8 +52,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidInputError(
             "give a model to evaluate, e.g. gambar evaluate default --suite shapes-core, "
             "or --compare A.json B.json")
-    if args.n < 1:
-        raise InvalidInputError(f"--n must be at least 1, not {args.n}")
+    _check_counts(args)
     path = resolve_model(args.model)
     if read_config(path)["family"] == "contrastive":
         return _contrastive(args, path)
@@ -76,6 +78,20 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     print(format_table(evaluation.result))
     print(f"report: {written['html']}  figures: {written['json']}")
     return evaluation.result
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Counts and the report folder, before any model loads."""
+    counts = [("--n", args.n, 1, MAX_PER_PROMPT), ("--retrieval-n", args.retrieval_n, 1,
+                                                    MAX_RETRIEVAL_N)]
+    if args.per_category is not None:
+        counts.append(("--per-category", args.per_category, 1, None))
+    for flag, value, low, high in counts:
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise InvalidInputError(f"{flag} must be {bound}, not {value}")
+    if args.out is not None:
+        check_writable(Path(args.out) / "report.json")
 
 
 def _contrastive(args: argparse.Namespace, path: Path) -> dict[str, Any]:
