@@ -195,7 +195,8 @@ def test_sheet_refuses_bad_output_scale_and_prompt_file(tiny_model_dir, in_tmp, 
     sheet = ["sheet", "a red circle", "--model", str(tiny_model_dir), "--steps", "2", "-q"]
     for args, message in [(["-o", "folder.png", "--overwrite"], "is a folder"),
                           (["--scale", "1001"], "--scale must be"),
-                          (["--prompts-file", "latin1.txt"], "not UTF-8")]:
+                          (["--prompts-file", "latin1.txt"], "not UTF-8"),
+                          (["--seeds", *map(str, range(2000)), "--scale", "16"], "million pixels")]:
         assert main([*sheet, *args]) == 2
         assert message in one_line_error(capsys)
 

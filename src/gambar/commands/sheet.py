@@ -14,6 +14,7 @@ from gambar.sheet import DEFAULT_PROMPTS, SheetLayout, compose_sheet, label
 from gambar.text.checks import check_prompt
 
 MAX_SCALE = 16  # a 64 px image drawn 16x is 1024 px; more only makes a huge file
+MAX_SHEET_PIXELS = 100 * 10**6  # the images' area: ~300 MB in memory; the default sheet is 0.9 M
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
@@ -59,6 +60,11 @@ def run_sheet(args: argparse.Namespace) -> Path:
     if out.exists() and not args.overwrite:
         raise InvalidInputError(f"{out} exists; pass --overwrite to replace it")
     pipe = load(args.model)
+    side = int(pipe.defaults["size"]) * args.scale
+    if len(prompts) * len(seeds) * side**2 > MAX_SHEET_PIXELS:
+        raise InvalidInputError(
+            f"{len(prompts)} prompts x {len(seeds)} seeds of {side} px would make a sheet of "
+            f"over {MAX_SHEET_PIXELS // 10**6} million pixels; use fewer or a smaller --scale")
     options = {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler}
     flat = pipe.generate([p for p in prompts for _ in seeds], seeds=seeds * len(prompts),
                          progress=not args.quiet, **options)
