@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers_server import need
+
 FUZZ = Path(__file__).parents[1] / "benchmarks" / "fuzz.py"
 # Cases per target: each target runs in a few seconds on one core.
 CASES = {"cli": 80, "recipe": 80, "model_dir": 200, "provenance": 300, "metadata": 300, "rest": 300}
@@ -19,7 +21,7 @@ CASES = {"cli": 80, "recipe": 80, "model_dir": 200, "provenance": 300, "metadata
 
 @pytest.fixture(scope="module")
 def fuzz():
-    pytest.importorskip("hypothesis")
+    need("hypothesis")  # a test dependency: skipped without it locally, a failure in CI
     spec = importlib.util.spec_from_file_location("gambar_fuzz", FUZZ)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
