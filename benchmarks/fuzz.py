@@ -157,7 +157,9 @@ def failure_record(kind: str, error: str, where: str, fix_at: str, message: str,
                    example: str) -> dict[str, Any]:
     """One failure; `key` groups failures of one cause (the frame a fix would go in, or the
     message for findings that are not exceptions)."""
-    if not where:  # not an exception (a 5xx status, a silent acceptance): named by message
+    if kind == "crash":  # named by how the process died (its last stderr line varies)
+        fix_at = error
+    elif not where:  # not an exception (a 5xx status, a silent acceptance): named by message
         error, fix_at = kind, message[:60]
     return {"kind": kind, "key": f"{kind}|{error}|{fix_at}", "error": error, "where": where,
             "message": message, "example": example}
@@ -1003,7 +1005,7 @@ def run_target(name: str, env: Env, cases: int, *, seed: int | None = 0,
 def supervise(name: str, cases: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Run one target in child processes; when a case kills its process (the OOM killer, an
     abort in C code), record it as a crash and go on from the next case in a new process."""
-    log, skip, failures, ran = work / f"{name}.jsonl", 0, [], 0
+    log, skip, failures = work / f"{name}.jsonl", 0, []
     while True:
         log.unlink(missing_ok=True)
         child = [sys.executable, __file__, "--child", name, "--cases", str(cases), "--skip",
@@ -1017,15 +1019,17 @@ def supervise(name: str, cases: int, args: argparse.Namespace, work: Path) -> di
         last = max((e["case"] for e in entries if "case" in e), default=skip - 1)
         failures += [e for e in entries if "kind" in e]
         if done.returncode == 0:
-            return summarise(max(cases, last + 1), failures)
+            return summarise(last + 1, failures)
         example = next((e["example"] for e in reversed(entries) if "case" in e), "?")
         reason = (signal.Signals(-done.returncode).name if done.returncode < 0
                   else f"exit {done.returncode}")
         tail = (done.stderr.strip().splitlines() or [""])[-1][:200]
         failures.append(failure_record("crash", reason, "", "", f"{reason}: {tail}", example))
-        ran, skip = last + 1, last + 1
-        if ran >= cases:
-            return summarise(ran, failures)
+        if last < skip:  # died before its first case (the target's setup): no use retrying
+            return summarise(skip, failures)
+        skip = last + 1
+        if skip >= cases:
+            return summarise(skip, failures)
 
 
 def main(argv: list[str] | None = None) -> None:
