@@ -245,3 +245,46 @@ def test_category_weights_set_how_often_each_scene_kind_is_drawn():
 def test_bad_category_weights_are_named(weights, words):
     with pytest.raises(InvalidInputError, match=words):
         recipe_data({"categories": weights}, 32)
+
+
+@pytest.mark.parametrize("section, words", [
+    # found by benchmarks/fuzz.py (seeds 1 and 2): int() on these raised ValueError/TypeError
+    ({"size": float("nan")}, "'data.size' expects int, got nan"),
+    ({"size": float("inf")}, "'data.size' expects int, got inf"),
+    ({"size": None}, "'data.size' expects int, got None"),
+    ({"size": [32]}, "'data.size' expects int"),
+    ({"seed": float("nan")}, "'data.seed' expects int"),
+    ({"seed": None}, "'data.seed' expects int"),
+    ({"seed": [1]}, "'data.seed' expects int"),
+    ({"languages": 0.99}, "'data.languages' expects"),
+    ({"languages": "en"}, "'data.languages' expects"),  # once read as ("e", "n")
+    ({"languages": ["fr"]}, "data.languages must list some of en, id"),
+    ({"languages": []}, "data.languages must list some of en, id"),
+    # once accepted: a string size, a size PIL cannot draw, an out-of-range seed
+    ({"size": "32"}, "'data.size' expects int, got '32'"),
+    ({"size": True}, "'data.size' expects int"),
+    ({"size": 2**70}, "data.size must be an integer from 8 to 512"),
+    ({"size": 0}, "data.size must be an integer from 8 to 512"),
+    ({"seed": 2**70}, "data.seed must be an integer from 0 to"),
+    ({"seed": -1}, "data.seed must be an integer from 0 to"),
+    ({"source": "coco"}, "unknown data source 'coco'; available: shapes"),
+    ({"sise": 32}, "unknown key 'data.sise'"),
+    # a mix that is not a table raised AttributeError; huge weights ran out of memory
+    ({"mix": [1]}, "data.mix must be a table of source weights"),
+    ({"mix": {"shapes": True}}, "data.mix.shapes must be an integer >= 1"),
+    ({"mix": {"shapes": 10**9}}, "data.mix.shapes must be at most 1000"),
+    ({"categories": {"single": 10**9}}, "data.categories.single must be at most 1000"),
+])
+def test_bad_data_sections_are_one_line_errors_naming_the_key(section, words):
+    with pytest.raises(InvalidInputError) as caught:
+        recipe_data(section, 32)
+    message = str(caught.value)
+    assert words in message and "\n" not in message
+
+
+def test_data_section_takes_the_family_size_and_checks_it():
+    """Without `size` the family's image size is the data's, under the same bounds."""
+    assert recipe_data({}, 48).stream.size == 48
+    assert recipe_data({"size": 16}, 48).summary["size"] == 16
+    with pytest.raises(InvalidInputError, match="data.size must be an integer from 8 to 512"):
+        recipe_data({}, 1024)

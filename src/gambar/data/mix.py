@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 
+from gambar.config import dataclass_from_dict
 from gambar.data.formats import Record
 from gambar.data.formats.webdataset import WebDataset
-from gambar.data.loading import BUILTIN, CaptionedImages, load_dataset, to_tensor
-from gambar.data.shapes import ShapesStream
+from gambar.data.loading import (
+    BUILTIN,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    CaptionedImages,
+    load_dataset,
+    to_tensor,
+)
+from gambar.data.shapes import LANGUAGES, ShapesStream
 from gambar.data.shapes_vocab import CATEGORIES, COLORS_ID, HELD_OUT, SHAPES_ID
 from gambar.errors import InvalidInputError
 
@@ -53,6 +61,8 @@ BOUNDARIES: frozenset[str] = frozenset(
 WINDOW = 3  # at most this many words apart ("black medium small square", "lingkaran besar hitam")
 # Fields beside the captions that name an item (emoji and glyph names, class names).
 NAME_FIELDS: tuple[str, ...] = ("text", "name", "name_id", "aliases", "char_name", "class_name")
+MAX_WEIGHT = 1000  # a mix cycle or category draw holds each name `weight` times
+MAX_SEED = 2**63 - 1  # the largest seed a recipe may give (numpy takes it as entropy)
 
 
 def _lexicon() -> dict[tuple[str, ...], tuple[str, str]]:
@@ -159,8 +169,7 @@ class TrainingMix:
         self.removed: dict[str, list[str]] = {}
         sizes = set()
         for k, (source, weight) in enumerate(sources):
-            if not isinstance(weight, int) or weight < 1:
-                raise InvalidInputError(f"source weights must be integers >= 1, got {weight!r}")
+            check_weight(weight, f"the weight of source {k}", 1)
             if isinstance(source, WebDataset):
                 raise InvalidInputError(
                     "a streamed webdataset cannot be indexed into a mix; stream it with "
@@ -220,6 +229,52 @@ def _permutation(seed: int, source: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, source, epoch]).permutation(n)
 
 
+def check_weight(weight: object, where: str, low: int) -> int:
+    """`weight` if it is an integer from `low` to MAX_WEIGHT, else a one-line error naming it."""
+    # bool is an int subclass in Python; `shapes = true` is still a mistake.
+    if type(weight) is not int or weight < low:
+        raise InvalidInputError(f"{where} must be an integer >= {low}, got {weight!r}")
+    if weight > MAX_WEIGHT:
+        raise InvalidInputError(f"{where} must be at most {MAX_WEIGHT}, got {weight!r}; "
+                                "weights are relative, so divide them all")
+    return weight
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """A recipe's `[data]` section, type-checked by `dataclass_from_dict` and range-checked here,
+    so that a wrong value is a one-line error naming its key before any data is drawn."""
+
+    source: str = "shapes"
+    size: int = 64  # the image side; recipe_data fills in the family's default when absent
+    seed: int = 0
+    languages: tuple[str, ...] = LANGUAGES
+    # `{name = weight}` tables: left untyped so that their own checks name the bad entry
+    categories: Any = None
+    mix: Any = None
+
+    def __post_init__(self) -> None:
+        if self.source != "shapes":
+            raise InvalidInputError(f"unknown data source {self.source!r}; available: shapes")
+        if not MIN_IMAGE_SIZE <= self.size <= MAX_IMAGE_SIZE:
+            raise InvalidInputError(f"data.size must be an integer from {MIN_IMAGE_SIZE} to "
+                                    f"{MAX_IMAGE_SIZE}, not {self.size!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidInputError(f"data.seed must be an integer from 0 to {MAX_SEED}, "
+                                    f"not {self.seed!r}")
+        unknown = [code for code in self.languages if code not in LANGUAGES]
+        if not self.languages or unknown:
+            raise InvalidInputError(f"data.languages must list some of {', '.join(LANGUAGES)}, "
+                                    f"not {list(self.languages)!r}")
+        _weighted_categories(self.categories)
+        if self.mix is not None:
+            if not isinstance(self.mix, Mapping):  # an empty one is recipe_mix's to name
+                raise InvalidInputError("data.mix must be a table of source weights, e.g. "
+                                        "{shapes = 6, emoji = 1}")
+            for spec, weight in self.mix.items():
+                check_weight(weight, f"data.mix.{spec}", 1)
+
+
 @dataclass(frozen=True)
 class RecipeData:
     """What a recipe's `[data]` section names: the shapes stream, the mix around it (if any),
@@ -231,29 +286,22 @@ class RecipeData:
 
 
 def recipe_data(section: Mapping[str, Any], default_size: int) -> RecipeData:
-    """Read `[data]`: source ("shapes"), size, seed, languages, optional `categories` weights of
-    the shapes stream and optional `mix`; any other key is an error (a task pops its own keys,
-    such as `limit`, before calling this)."""
-    data = dict(section)
-    source = data.pop("source", "shapes")
-    if source != "shapes":
-        raise InvalidInputError(f"unknown data source {source!r}; available: shapes")
-    size = int(data.pop("size", default_size))
-    category_weights = data.pop("categories", None)
+    """Read `[data]` (see DataSection): source ("shapes"), size, seed, languages, optional
+    `categories` weights of the shapes stream and optional `mix`; any other key is an error (a
+    task pops its own keys, such as `limit`, before calling this)."""
+    cfg = dataclass_from_dict(DataSection, section, section="data")
+    if "size" not in section:  # the family's image size, checked like data.size
+        cfg = replace(cfg, size=default_size)
     # Held-out (colour, shape) pairs stay out of the stream (ShapesStream's default).
-    stream = ShapesStream(seed=int(data.pop("seed", 0)), size=size,
-                          languages=tuple(data.pop("languages", ("en", "id"))),
-                          categories=_weighted_categories(category_weights))
-    weights = data.pop("mix", None)
-    if data:
-        raise InvalidInputError(f"unknown [data] keys: {', '.join(sorted(data))}")
-    mix = None if weights is None else recipe_mix(stream, weights, seed=stream.seed)
-    summary: dict[str, Any] = {"source": source, "size": size, "seed": stream.seed,
-                               "languages": list(stream.languages)}
-    if weights is not None:
-        summary["mix"] = dict(weights)
-    if category_weights is not None:
-        summary["categories"] = dict(category_weights)
+    stream = ShapesStream(seed=cfg.seed, size=cfg.size, languages=cfg.languages,
+                          categories=_weighted_categories(cfg.categories))
+    mix = None if cfg.mix is None else recipe_mix(stream, cfg.mix, seed=cfg.seed)
+    summary: dict[str, Any] = {"source": cfg.source, "size": cfg.size, "seed": cfg.seed,
+                               "languages": list(cfg.languages)}
+    if cfg.mix is not None:
+        summary["mix"] = dict(cfg.mix)
+    if cfg.categories is not None:
+        summary["categories"] = dict(cfg.categories)
     return RecipeData(stream, mix, summary)
 
 
@@ -273,10 +321,7 @@ def _weighted_categories(weights: Mapping[str, int] | None) -> tuple[str, ...]:
             f"choose from {', '.join(CATEGORIES)}"
         )
     for name, weight in weights.items():
-        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
-            raise InvalidInputError(
-                f"data.categories.{name} must be an integer >= 0, got {weight!r}"
-            )
+        check_weight(weight, f"data.categories.{name}", 0)
     picked = tuple(name for name in CATEGORIES for _ in range(weights.get(name, 0)))
     if not picked:
         raise InvalidInputError("data.categories gives every category weight 0")
