@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,11 @@ from torch import nn
 
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.fsutil import atomic_write_text
+from gambar.model_dir import CONFIG
 from gambar.text.base import Encoded, TextEncoder
 
 TOKENIZER_FILE = "tokenizer.json"
+MAX_TOKENIZER_BYTES = 64 << 20  # a caption BPE is kilobytes; even MAX_VOCAB_SIZE tokens fit
 KINDS = ("minilm", "small")
 
 
@@ -70,16 +72,45 @@ class TextSetup:
                               overwrite=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], path: Path) -> TextSetup:
-        kind = d["kind"]
-        if kind == "minilm":
+    def from_dict(cls, d: Mapping[str, Any], path: Path) -> TextSetup:
+        """The encoder a model's config.json `text_encoder` entry describes, a small one with
+        tokenizer.json from `path`. Damage is a one-line CorruptFileError naming the file."""
+        config = path / CONFIG
+        if not isinstance(d, Mapping):
+            raise CorruptFileError(f"{config}: 'text_encoder' must be a table with a 'kind', "
+                                   f"not {d!r}; re-save or re-download the model")
+        if d.get("kind") not in KINDS:
+            raise CorruptFileError(f"{config} names an unknown text encoder {d.get('kind')!r} "
+                                   f"(known: {', '.join(KINDS)}); re-save or re-download the model")
+        if d["kind"] == "minilm":
             return cls.build("minilm")
-        if kind == "small":
-            from gambar.text.small import SmallTextEncoder
+        from gambar.text.small import SmallTextEncoder
 
-            try:
-                tokenizer = (path / TOKENIZER_FILE).read_text()
-            except OSError as exc:
-                raise CorruptFileError(f"{path / TOKENIZER_FILE} is unreadable ({exc})") from None
-            return cls(kind, trainable=SmallTextEncoder.from_dict(d["config"], tokenizer))
-        raise CorruptFileError(f"unknown text encoder kind {kind!r} in {path / 'config.json'}")
+        tokenizer = _read_tokenizer(path / TOKENIZER_FILE)
+        try:
+            encoder = SmallTextEncoder.from_dict(d.get("config"), tokenizer)
+        except InvalidInputError as exc:  # a wrong key, type or size in config.json
+            raise CorruptFileError(f"{config} is not a valid model config: {exc}; "
+                                   "re-save or re-download the model") from None
+        except CorruptFileError as exc:  # the tokenizer's own words, without the file
+            raise CorruptFileError(f"{path / TOKENIZER_FILE} is damaged ({exc}); "
+                                   "re-save or re-download the model") from None
+        return cls("small", trainable=encoder)
+
+
+def _read_tokenizer(file: Path) -> str:
+    """tokenizer.json's text: unreadable, oversized or non-UTF-8 is a CorruptFileError."""
+    try:
+        with file.open("rb") as fh:
+            data = fh.read(MAX_TOKENIZER_BYTES + 1)
+    except OSError as exc:
+        raise CorruptFileError(f"{file} is unreadable ({exc.strerror or exc}); "
+                               "re-save or re-download the model") from None
+    if len(data) > MAX_TOKENIZER_BYTES:
+        raise CorruptFileError(f"{file} is over {MAX_TOKENIZER_BYTES >> 20} MB, more than any "
+                               "caption tokenizer; re-save or re-download the model")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{file} is not UTF-8 text; re-save or re-download the "
+                               "model") from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from gambar.config import dataclass_from_dict
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.text.base import Encoded, masked_mean
 from gambar.text.tokenizer import CaptionTokenizer, train_tokenizer
@@ -29,6 +30,17 @@ SMALL_NAME = "small-transformer"
 SMALL_VERSION = "1"  # bump when the architecture or tokenisation scheme changes meaning
 MLP_RATIO = 4  # hidden width of the feed-forward as in Vaswani et al. 2017
 INIT_STD = 0.02  # GPT-2 initialisation (Radford et al. 2019)
+
+
+# Upper bounds far above anything trained here (the tiny recipes use dim 32-256, depth 1-4, a few
+# hundred tokens); they stop a forged config.json from allocating gigabytes before its weights
+# are read. Each size alone can still multiply into too much, hence the parameter budget.
+MAX_VOCAB_SIZE = 262_144  # 2**18: more than a caption-learned BPE ever reaches
+MAX_DIM = 4096
+MAX_DEPTH = 64
+MAX_HEADS = 64
+MAX_LENGTH = 4096  # tokens per caption, [BOS] and [EOS] included
+MAX_PARAMETERS = 2**27  # 134 M weights, 512 MiB in fp32: six times the frozen MiniLM-L6
 
 
 @dataclass(frozen=True)
@@ -43,14 +55,30 @@ class SmallTextConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        # Ranges before divisibility: heads = 0 would otherwise divide by zero.
+        for name, low, high in (("vocab_size", 1, MAX_VOCAB_SIZE), ("dim", 1, MAX_DIM),
+                                ("depth", 1, MAX_DEPTH), ("heads", 1, MAX_HEADS),
+                                ("max_length", 2, MAX_LENGTH)):
+            if not low <= (value := getattr(self, name)) <= high:
+                raise InvalidInputError(f"text.{name} must be between {low} and {high}, "
+                                        f"not {value}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InvalidInputError(f"text.dropout must be in [0, 1), not {self.dropout}")
         if self.dim % self.heads:
             raise InvalidInputError(f"dim={self.dim} must be divisible by heads={self.heads}")
-        if self.max_length < 2:
-            raise InvalidInputError(f"max_length must be at least 2, got {self.max_length}")
-        if min(self.vocab_size, self.dim, self.depth, self.heads) < 1:
-            raise InvalidInputError(f"sizes must be positive: {self}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InvalidInputError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.parameters > MAX_PARAMETERS:
+            raise InvalidInputError(
+                f"a text encoder of vocab_size={self.vocab_size}, dim={self.dim}, "
+                f"depth={self.depth}, max_length={self.max_length} holds {self.parameters:,} "
+                f"weights, over the limit of {MAX_PARAMETERS:,}; make it smaller")
+
+    @property
+    def parameters(self) -> int:
+        """How many weights SmallTextEncoder holds at this size (embeddings, blocks, norm)."""
+        d = self.dim
+        # per block: two LayerNorms 4d, qkv 3d^2 + 3d, proj d^2 + d, MLP 2rd^2 + (r + 1)d
+        block = (4 + 2 * MLP_RATIO) * d * d + (9 + MLP_RATIO) * d
+        return (self.vocab_size + self.max_length) * d + self.depth * block + 2 * d
 
 
 class Block(nn.Module):
@@ -132,18 +160,16 @@ class SmallTextEncoder(nn.Module):
 
     @classmethod
     def from_dict(cls, config: dict[str, Any], tokenizer: Any) -> SmallTextEncoder:
-        """Rebuild (untrained weights) from `to_dict` output; load the state_dict afterwards."""
-        names = {f.name for f in fields(SmallTextConfig)}
-        unknown = set(config) - names
-        if unknown:
-            raise CorruptFileError(f"unknown keys in the small text encoder config: {unknown}")
+        """Rebuild (untrained weights) from `to_dict` output; load the state_dict afterwards.
+        Keys, types and ranges of `config` are checked (InvalidInputError naming the key)."""
+        cfg = dataclass_from_dict(SmallTextConfig, config, section="text_encoder.config")
         if isinstance(tokenizer, dict):
             tokenizer = json.dumps(tokenizer)
         if isinstance(tokenizer, str):
             tokenizer = CaptionTokenizer.from_json(tokenizer)
         if not isinstance(tokenizer, CaptionTokenizer):
             raise CorruptFileError(f"cannot read a caption tokenizer from {type(tokenizer)}")
-        return cls(SmallTextConfig(**config), tokenizer)
+        return cls(cfg, tokenizer)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description for config.json: kind, hyperparameters and the tokenizer."""
