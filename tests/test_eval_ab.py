@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from gambar.errors import InvalidInputError
+from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.evaluation.ab import ELO_K, ELO_START, ABStore, Outcome, bradley_terry, elo_ratings
 
 
@@ -106,3 +106,22 @@ def test_ranking_orders_models(tmp_path):
     assert [r["model"] for r in ranking] == ["x", "y", "z"]
     assert ranking[0]["games"] == 4 and ranking[0]["wins"] == 3.5
     assert ranking[0]["elo"] > ranking[-1]["elo"]
+
+
+def test_a_file_that_is_not_a_database_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_bytes("caf\xe9 is not SQLite\n".encode("latin-1") * 20)
+    with pytest.raises(CorruptFileError, match="not a usable A/B database"):
+        ABStore(bad)
+
+
+@pytest.mark.parametrize("db", ["{file}", "{file}/x.sqlite", "/proc/x.sqlite"])
+def test_cli_ab_refuses_unusable_databases(db, tmp_path, capsys):
+    from gambar.cli import main
+
+    (tmp_path / "f.png").write_bytes(b"not a database, not empty" * 10)
+    db = db.replace("{file}", str(tmp_path / "f.png"))
+    action = ["ranking"] if db.endswith(".png") else ["prepare", "default", "default"]
+    assert main(["ab", *action, "--db", db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err

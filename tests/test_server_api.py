@@ -342,6 +342,21 @@ def test_cli_serve_one_line_errors(tiny_model_dir, tmp_path, capsys):
     assert main(["serve", "--model", str(tiny_model_dir), "--queue-size", "0"]) == 2
 
 
+@pytest.mark.parametrize("flags", [
+    ["--max-results-mb", "nan"], ["--max-results-mb", "inf"], ["--keep-hours", "1e309"],
+    ["--threads", "9223372036854775808"], ["--threads", "100000"],
+    ["--queue-size", "10000000000"], ["--results", "{file}"], ["--results", "{file}/x"],
+])
+def test_cli_serve_refuses_bad_settings_before_loading(flags, tmp_path, capsys):
+    """Each of these was a traceback (ValueError, OverflowError, FileExistsError, ...)."""
+    (tmp_path / "afile").write_text("x")
+    flags = [f.replace("{file}", str(tmp_path / "afile")) for f in flags]
+    code = main(["serve", "--model", str(tmp_path / "not-loaded"), "--port", "1", *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "\n" not in err
+    assert "not-loaded" not in err  # refused before the (missing) model was looked up
+
+
 def test_cli_serve_runs_a_real_server(tiny_model_dir, tmp_path):
     proc, url = start_serve(["--model", str(tiny_model_dir), "--results", str(tmp_path)],
                             env={"GAMBAR_TOKEN": "tok"})

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gambar.errors import InvalidInputError
+from gambar.fsutil import check_writable
 
 if TYPE_CHECKING:
     from gambar.evaluation.ab import ABStore
@@ -19,6 +20,7 @@ def run_ab(args: argparse.Namespace) -> None:
     if args.action != "prepare" and not db.is_file():
         raise InvalidInputError(f"no A/B database at {db}; make one with: gambar ab prepare "
                                 f"MODEL_A MODEL_B --db {db}")
+    check_writable(db)  # a folder, a path under a file, /proc: one line before any work
     db.parent.mkdir(parents=True, exist_ok=True)
     store = ABStore(db)
     if args.action == "prepare":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 import sys
 from pathlib import Path
 
 from gambar.errors import InvalidInputError
+from gambar.fsutil import check_writable
 from gambar.pipeline import Pipeline, load
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -55,12 +57,17 @@ def run_serve(args: argparse.Namespace) -> None:
         tokens=tokens, queue_size=args.queue_size, per_client=args.per_client,
         workers=args.workers, keep_hours=args.keep_hours, max_results_mb=args.max_results_mb,
         max_body_kb=args.max_body_kb)
+    check_writable(settings.results_dir / "jobs.sqlite3")  # before any model loads
     _check_port_free(args.host, args.port)
     if args.threads is not None:
         import torch
 
-        if args.threads < 1:
-            raise InvalidInputError(f"--threads must be at least 1, not {args.threads}")
+        # More threads than cores only slows torch down; a huge number fails inside it.
+        cores = os.cpu_count() or 1
+        if not 1 <= args.threads <= cores:
+            raise InvalidInputError(
+                f"--threads must be between 1 and {cores} (this machine's cores), not "
+                f"{args.threads}")
         torch.set_num_threads(args.threads)
     pipelines = load_models(args.model or ["default"])
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gambar.errors import InvalidInputError
+from gambar.errors import CorruptFileError, InvalidInputError
 
 WINNERS = ("a", "b", "tie")
 ELO_K = 16.0  # rating points moved by a fully unexpected result; small: votes are noisy
@@ -80,8 +80,12 @@ class ABStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        try:
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:  # not a database, or a folder that refuses it
+            raise CorruptFileError(
+                f"{self.path} is not a usable A/B database ({exc}); give another --db") from None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -20,6 +20,9 @@ def tokens_from_env() -> tuple[str, ...]:
     return tuple(t.strip() for t in os.environ.get(TOKEN_ENV, "").split(",") if t.strip())
 
 
+MAX_COUNT = 1_000_000
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     results_dir: Path
@@ -37,5 +40,12 @@ class ServerSettings:
         for name in ("queue_size", "per_client", "workers", "max_body_kb"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.keep_hours <= 0 or self.max_results_mb <= 0:
-            raise InvalidInputError("keep-hours and max-results-mb must be positive")
+        # Upper bounds keep every count a plain machine integer (a queue of 10**30 is a typo).
+        for name in ("queue_size", "per_client", "workers", "max_body_kb"):
+            if getattr(self, name) > MAX_COUNT:
+                raise InvalidInputError(f"{name} must be at most {MAX_COUNT}, not "
+                                        f"{getattr(self, name)}")
+        for name in ("keep_hours", "max_results_mb"):  # NaN fails both comparisons
+            if not 0 < getattr(self, name) <= MAX_COUNT:
+                raise InvalidInputError(f"{name.replace('_', '-')} must be a positive number "
+                                        f"up to {MAX_COUNT}, not {getattr(self, name)}")
