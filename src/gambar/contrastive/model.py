@@ -24,8 +24,10 @@ from torch import nn
 
 import gambar
 from gambar.config import dataclass_from_dict
+from gambar.data.loading import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from gambar.data.shapes import to_tensor
 from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.generators.diffusion.config import check_range
 from gambar.model_dir import (
     CONFIG,
     FORMAT,
@@ -41,6 +43,11 @@ from gambar.text.small import Block
 
 FAMILY = "contrastive"
 ENCODE_BATCH = 64  # images or captions per forward pass when encoding lists
+MAX_STAGES = 6  # one halving each: 512 px -> 8 px
+MAX_WIDTH = 1024  # channels of a stage, image feature width, joint embedding width
+MAX_FEATURES = 65_536  # the flattened last feature map; the fc layer is this x width
+MAX_TEXT_HEAD_DEPTH = 4  # blocks over the text states, as wide as the encoder (the presets: 0)
+MAX_HEADS = 64
 
 
 @dataclass(frozen=True)
@@ -59,18 +66,32 @@ class ContrastiveConfig:
     max_logit_scale: float = 100.0
 
     def __post_init__(self) -> None:
-        if not self.channels or min(self.channels) < 1:
-            raise InvalidInputError(f"channels must be positive, got {self.channels}")
+        # Upper bounds far above the presets; they stop a forged config.json from allocating
+        # gigabytes (a width of 10**9) before its weights are read.
+        if not 1 <= len(self.channels) <= MAX_STAGES:
+            raise InvalidInputError(f"channels must list 1 to {MAX_STAGES} stages, "
+                                    f"not {len(self.channels)}")
+        for i, ch in enumerate(self.channels):
+            check_range(f"channels[{i}]", ch, 1, MAX_WIDTH)
+        check_range("image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
         side = self.image_size >> len(self.channels)
         if side < 1 or self.image_size % (1 << len(self.channels)):
             raise InvalidInputError(
                 f"image_size={self.image_size} must be divisible by 2**{len(self.channels)} "
                 "(one halving per stage); use fewer stages or another size"
             )
-        if min(self.width, self.embed_dim, self.text_head_heads) < 1 or self.text_head_depth < 0:
-            raise InvalidInputError(f"sizes must be positive: {self}")
-        if not 0 < self.init_temperature < 1 or self.max_logit_scale <= 1:
-            raise InvalidInputError("need 0 < init_temperature < 1 and max_logit_scale > 1")
+        features = self.channels[-1] * side * side  # the flattened last map the fc layer reads
+        if features > MAX_FEATURES:
+            raise InvalidInputError(
+                f"the last stage flattens to {self.channels[-1]} x {side} x {side} = {features} "
+                f"features, over {MAX_FEATURES}; add a stage or narrow the last one")
+        check_range("width", self.width, 1, MAX_WIDTH)
+        check_range("embed_dim", self.embed_dim, 1, MAX_WIDTH)
+        check_range("text_head_depth", self.text_head_depth, 0, MAX_TEXT_HEAD_DEPTH)
+        check_range("text_head_heads", self.text_head_heads, 1, MAX_HEADS)
+        if not 0 < self.init_temperature < 1 or not 1 < self.max_logit_scale < math.inf:
+            raise InvalidInputError("need 0 < init_temperature < 1 and a finite "
+                                    "max_logit_scale > 1")
 
     @property
     def final_side(self) -> int:
