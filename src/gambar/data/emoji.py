@@ -26,6 +26,7 @@ from gambar.data.formats.imagefolder import (
     card_header,
     package_versions,
 )
+from gambar.data.loading import check_image_size
 from gambar.errors import InvalidInputError
 
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
@@ -445,8 +446,7 @@ def build_emoji(out: Path, size: int = 64, background: str = "white", limit: int
                 overwrite: bool = False, font_path: Path = EMOJI_FONT) -> BuildReport:
     """Write the emoji dataset (imagefolder + metadata.jsonl + README card) to `out`."""
     start = time.perf_counter()
-    if not isinstance(size, int) or not 8 <= size <= 512:
-        raise InvalidInputError(f"--size must be an integer from 8 to 512, not {size!r}")
+    check_image_size(size)
     if background not in BACKGROUNDS:
         raise InvalidInputError(f"background must be one of {BACKGROUNDS}, not {background!r}")
     items = emoji_items(font_path)
