@@ -6,6 +6,7 @@ checks themselves are what is tested, not the manifest that would otherwise catc
 """
 
 import json
+import re
 import shutil
 
 import pytest
@@ -111,3 +112,15 @@ def test_parameter_count_is_exact_and_budgeted():
     assert SmallTextConfig(**{**big, "vocab_size": 1000}).parameters < MAX_PARAMETERS
     with pytest.raises(InvalidInputError, match="over the limit"):
         SmallTextConfig(**big)
+
+
+@pytest.mark.parametrize(("sizes", "words"), [
+    ({"heads": 0}, "text.heads must be between 1 and 64, not 0"),  # was ZeroDivisionError
+    ({"vocab_size": 10**7}, "text.vocab_size must be between 1 and 262144"),
+    ({"dim": "32"}, "'text.dim' expects int, got '32'"),
+])
+def test_a_recipe_text_section_is_checked_by_the_same_config(sizes, words):
+    from gambar.train.recipe import text_section
+
+    with pytest.raises(InvalidInputError, match=re.escape(words)):
+        text_section({"kind": "small", **sizes}, "small")
