@@ -145,8 +145,8 @@ def test_info_options_are_checked_before_any_work(in_tmp: Path, capsys, args, ex
     ("file.txt", ["--overwrite"], "file.txt is a file; give a folder"),
     ("file.txt/sub", [], "cannot create file.txt/sub"),
     ("o", ["--limit", "-1"], "--limit must be at least 1"),
-    ("o", ["--size", "0"], "--size must be an integer from 8 to 512"),
-    ("o", ["--size", "-1"], "--size must be an integer from 8 to 512"),
+    ("o", ["--size", "0"], "image size must be an integer from 8 to 512"),
+    ("o", ["--size", "-1"], "image size must be an integer from 8 to 512"),
 ])
 def test_build_with_a_bad_out_or_option_is_one_line(in_tmp: Path, capsys, out, extra, expected):
     if not all((FONT_DIR / f.file).is_file() for f in FONTS):
