@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import reprlib
 import tomllib
 import types
@@ -18,6 +19,29 @@ T = TypeVar("T")
 
 
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; more is a wrong file
+
+
+def check_range(name: str, value: float, low: float, high: float, *,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """A one-line InvalidInputError naming `name` unless low <= value <= high (< where a bound is
+    open). NaN lies in no range. The one range check every config's __post_init__ uses."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if above and below:
+        return
+    if not (low_open or high_open or math.isinf(high)):
+        raise InvalidInputError(
+            f"{name} must be between {_number(low)} and {_number(high)}, not {value}")
+    if math.isinf(high):
+        bound = f"{'>' if low_open else '>='} {_number(low)}"
+    else:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        bound = f"in {left}{_number(low)}, {_number(high)}{right}"
+    raise InvalidInputError(f"{name} must be {bound}, got {value}")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

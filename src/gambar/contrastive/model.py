@@ -23,11 +23,10 @@ from PIL import Image
 from torch import nn
 
 import gambar
-from gambar.config import dataclass_from_dict
+from gambar.config import check_range, dataclass_from_dict
 from gambar.data.loading import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from gambar.data.shapes import to_tensor
 from gambar.errors import CorruptFileError, InvalidInputError
-from gambar.generators.diffusion.config import check_range
 from gambar.model_dir import (
     CONFIG,
     FORMAT,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from gambar.config import dataclass_from_dict
+from gambar.config import check_range, dataclass_from_dict
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.text.base import Encoded, masked_mean
 from gambar.text.tokenizer import CaptionTokenizer, train_tokenizer
@@ -59,11 +59,8 @@ class SmallTextConfig:
         for name, low, high in (("vocab_size", 1, MAX_VOCAB_SIZE), ("dim", 1, MAX_DIM),
                                 ("depth", 1, MAX_DEPTH), ("heads", 1, MAX_HEADS),
                                 ("max_length", 2, MAX_LENGTH)):
-            if not low <= (value := getattr(self, name)) <= high:
-                raise InvalidInputError(f"text.{name} must be between {low} and {high}, "
-                                        f"not {value}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InvalidInputError(f"text.dropout must be in [0, 1), not {self.dropout}")
+            check_range(f"text.{name}", getattr(self, name), low, high)
+        check_range("text.dropout", self.dropout, 0.0, 1.0, high_open=True)
         if self.dim % self.heads:
             raise InvalidInputError(f"dim={self.dim} must be divisible by heads={self.heads}")
         if self.parameters > MAX_PARAMETERS:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gambar.config import dataclass_from_dict
+from gambar.config import check_range, dataclass_from_dict
 from gambar.errors import InvalidInputError
 
 
@@ -95,23 +95,9 @@ def _check_finite(name: str, value: float) -> None:
         raise InvalidInputError(f"train.{name} must be a finite number, got {value}")
 
 
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
 def _check_range(name: str, value: float, low: float, high: float, *,
                  low_open: bool = False, high_open: bool = False) -> None:
-    """Raise a one-line error naming `train.<name>` unless low <= value <= high (or <, if open)."""
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if above and below:
-        return
-    if high == math.inf:
-        bound = f"{'>' if low_open else '>='} {_number(low)}"
-    else:
-        left, right = "(" if low_open else "[", ")" if high_open else "]"
-        bound = f"in {left}{_number(low)}, {_number(high)}{right}"
-    raise InvalidInputError(f"train.{name} must be {bound}, got {value}")
+    check_range(f"train.{name}", value, low, high, low_open=low_open, high_open=high_open)
 
 
 # Top-level keys every recipe may set besides its sections.

@@ -5,14 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gambar.config import check_range
 from gambar.errors import InvalidInputError
 from gambar.samplers.schedule import MAX_TIMESTEPS
-
-
-def check_range(name: str, value: float, low: float, high: float) -> None:
-    """A one-line InvalidInputError naming `name` unless low <= value <= high (NaN fails)."""
-    if not low <= value <= high:
-        raise InvalidInputError(f"{name} must be between {low:g} and {high:g}, not {value}")
 
 
 @dataclass(frozen=True)

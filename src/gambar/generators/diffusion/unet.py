@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gambar.config import check_range
 from gambar.errors import InvalidInputError
-from gambar.generators.diffusion.config import check_range
 from gambar.nn.attention import SpatialTransformer
 from gambar.nn.embeddings import TimestepMLP
 from gambar.nn.norms import group_norm
