@@ -84,7 +84,9 @@ def test_stop_keeps_jobs_and_a_restart_runs_them_running_first_then_fairly(
     b1, c1 = first.submit(A_, spec(first, 4)), first.submit(C, spec(first, 5))
     stopper = threading.Thread(target=first.stop)
     stopper.start()  # what SIGTERM does: the running job stops at its next step
-    time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while not first._stopping and time.monotonic() < deadline:  # stop() has begun: release
+        time.sleep(0.01)
     gated.release.set()
     stopper.join(30)
     # Nothing was recorded as cancelled: the jobs are left for the next server.
@@ -278,3 +280,23 @@ def test_kill_9_and_sigterm_mid_queue_lose_and_repeat_nothing(tiny_model_dir, tm
         print(f"\nkill -9 / SIGTERM: acknowledged {len(ids)}, done before kill "
               f"{len(done_before)}, after kill {len(done_between)}, after SIGTERM "
               f"{len(done_last)}, completed {len(final)}, lost 0, run twice 0")
+
+
+@pytest.mark.parametrize("action", ["delete", "cancel"])
+def test_a_job_deleted_or_cancelled_while_running_does_not_come_back(
+        served_models, tmp_path, action):  # noqa: F811
+    """The client got 204 / cancelled: a crash before the worker's next step must not run it."""
+    gated = Gated(served_models["tiny"])
+    first = service({"tiny": gated}, tmp_path)
+    first.start()
+    job = first.submit(A, spec(first, 1, steps=20))
+    assert gated.running.wait(30)
+    getattr(first, action)(job.id)
+    first.journal.close()  # what kill -9 leaves: the journal as it is, the folder unlocked
+    again = service(served_models, tmp_path)
+    again.start()
+    try:
+        assert again.get(job.id) is None and again.jobs_run == 0
+    finally:
+        gated.release.set()
+        again.stop()

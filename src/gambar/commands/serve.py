@@ -45,6 +45,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 def run_serve(args: argparse.Namespace) -> None:
     """Serve until interrupted."""
+    from gambar.server.journal import JOURNAL
     from gambar.server.settings import ServerSettings, default_results_dir, tokens_from_env
 
     if not 0 < args.port < 65536:
@@ -57,7 +58,7 @@ def run_serve(args: argparse.Namespace) -> None:
         tokens=tokens, queue_size=args.queue_size, per_client=args.per_client,
         workers=args.workers, keep_hours=args.keep_hours, max_results_mb=args.max_results_mb,
         max_body_kb=args.max_body_kb)
-    check_writable(settings.results_dir / "jobs.sqlite3")  # before any model loads
+    check_writable(settings.results_dir / JOURNAL)  # before any model loads
     _check_port_free(args.host, args.port)
     if args.threads is not None:
         import torch

@@ -32,8 +32,8 @@ DESCRIPTION = """
 Text-to-image on a CPU, offline. Submit a job, poll its status (queue position, step k of K),
 fetch its PNGs (provenance in their text chunks). Jobs are served **round-robin**: between
 tokens, or between addresses for clients without one, and within an address between its
-`X-Client-Id`s. Each token or address may have `--per-client` jobs waiting (so may each id
-within an address); a full queue answers 429 with `Retry-After`. A client rotating
+`X-Client-Id`s. Each token or address may have `--per-client` jobs waiting, shared by the ids
+within it; a full queue answers 429 with `Retry-After`. A client rotating
 `X-Client-Id` therefore gains nothing; where several users share an address (a proxy), give
 each a token (`--token` is repeatable).
 

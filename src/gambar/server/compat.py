@@ -8,6 +8,7 @@ naming it, never silently ignored.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,7 +49,9 @@ async def run_to_end(request: Request, spec: JobSpec) -> Job:
     through /api/jobs (its X-Client-Id or token finds it in GET /api/jobs).
     """
     service: JobService = request.app.state.service
-    job = service.submit(client_key(request), spec)
+    # submit() syncs the job to the journal under the service lock: off the event loop, so
+    # other requests are not held up by a worker's disk writes.
+    job = await asyncio.to_thread(service.submit, client_key(request), spec)
     await service.wait(job)
     if job.state == State.DONE:
         return job

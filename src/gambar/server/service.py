@@ -237,6 +237,9 @@ class JobService:
                 self._finish_locked(job, State.CANCELLED, error="cancelled before it started")
             elif job.state == State.RUNNING:
                 job.cancel_requested.set()
+                # Out of the journal now, not when the worker notices at its next step: a crash
+                # in between must not run again a job the client already cancelled.
+                self._journal_locked("remove", job.id)
             return job
 
     def delete(self, job_id: str) -> bool:
@@ -357,7 +360,7 @@ class JobService:
     def _restore_locked(self, item: Pending) -> None:
         """Queue an unfinished job read back from the journal (see `start`)."""
         if item.id in self._jobs:  # its record was written; only the journal row was left
-            self.journal.remove(item.id)
+            self._journal_locked("remove", item.id)
             return
         try:
             spec = JobSpec.from_dict(item.spec)
