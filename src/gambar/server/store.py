@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gambar.fsutil import atomic_write_bytes, atomic_write_text
+from gambar.fsutil import atomic_write_bytes, atomic_write_text, fsync_dir
 from gambar.server.jobs import is_job_id
 
 log = logging.getLogger("gambar.server")
@@ -49,7 +49,9 @@ class ResultStore:
     def write_image(self, job_id: str, index: int, png: bytes) -> str:
         """Store one PNG; returns its file name inside the job's folder."""
         folder = self._dir(job_id)
-        folder.mkdir(exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir()
+            fsync_dir(self.root)
         name = self.image_name(index)
         atomic_write_bytes(folder / name, png, overwrite=True)
         return name
@@ -57,7 +59,9 @@ class ResultStore:
     def write_record(self, job_id: str, record: dict[str, Any], finished: float) -> None:
         """Store a finished job's record and account for its size."""
         folder = self._dir(job_id)
-        folder.mkdir(exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir()
+            fsync_dir(self.root)  # the record is the job's commit point: its folder must last too
         atomic_write_text(folder / RECORD, json.dumps(record, indent=1), overwrite=True)
         self._sizes[job_id] = (_folder_bytes(folder), finished)
 
