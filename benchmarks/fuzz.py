@@ -1032,7 +1032,8 @@ def supervise(name: str, cases: int, args: argparse.Namespace, work: Path) -> di
             return summarise(skip, failures)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run the targets; exit status 1 if any case failed, so a CI step can use it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=sum(SHARES.values()),
                         help="cases in all, split over the targets (default 11000)")
@@ -1049,7 +1050,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         _child(args)
-        return
+        return 0
 
     total = sum(SHARES[t] for t in args.targets)
     started = time.monotonic()
@@ -1068,6 +1069,7 @@ def main(argv: list[str] | None = None) -> None:
     report["total"]["signatures"] = sum(len(t["signatures"]) for t in per)
     report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report, indent=1, ensure_ascii=True))
+    return 1 if report["total"]["failed"] else 0
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -1087,4 +1089,4 @@ def _child(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    main()
+    sys.exit(main())

@@ -233,3 +233,29 @@ def test_help_runs_as_a_command():
     out = subprocess.run([sys.executable, "-m", "gambar.cli", "generate", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--guidance" in out and "--replay" in out and "provenance" in out
+
+
+def test_a_file_name_too_long_for_the_system_is_one_line(in_tmp, capsys):
+    """Path.is_file() raises on ENAMETOOLONG; each of these was a traceback."""
+    long = "a" * 300
+    for argv in (["info", f"{long}.png"], ["generate", "--replay", f"{long}.png"],
+                 ["sheet", "--prompts-file", f"{long}.txt"], ["ab", "ranking", "--db", long],
+                 ["train", f"{long}.toml"]):
+        assert main(argv) == 2, argv
+        one_line_error(capsys)
+
+
+def test_prompts_in_four_byte_letters_get_a_usable_default_name(tiny_model_dir, in_tmp):
+    prompt = "\U0001d41a\U0001d42b\U0001d41e\U0001d41d " * 30  # pasted "bold" text, 4 bytes each
+    assert gen(tiny_model_dir, prompt, "--seed", "1") == 0
+    (path,) = (in_tmp / "outputs").iterdir()
+    assert len(path.name.encode()) <= 255 and read_provenance(path)["prompt"] == prompt
+
+
+def test_replaying_a_sheet_points_to_its_cells(tiny_model_dir, in_tmp, capsys):
+    assert main(["sheet", "a red circle", "--seeds", "1", "2", "--model", str(tiny_model_dir),
+                 "--steps", "2", "-o", "sh.png", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--replay", "sh.png", "--model", str(tiny_model_dir)]) == 2
+    err = one_line_error(capsys)
+    assert "sample sheet" in err and "gambar info" in err

@@ -124,9 +124,9 @@ def test_info_on_what_is_not_a_dataset_is_one_line(in_tmp: Path, capsys, make: s
     (["--size", "-3"], "image size must be an integer from 8 to 512, not -3"),
     (["--size", "30000"], "image size must be an integer from 8 to 512, not 30000"),
     (["--grid", "g.txt"], "--grid must be a .png file"),
-    (["--grid", "nowhere/g.png"], "nowhere is not an existing folder"),
     (["--grid", "folder.png"], "is a folder"),
-    (["--grid", "file.txt/g.png"], "file.txt is not an existing folder"),
+    (["--grid", "file.txt/g.png"], "file.txt is a file, not a folder"),
+    (["--grid", "/proc/g.png"], "does not accept new files"),
 ])
 def test_info_options_are_checked_before_any_work(in_tmp: Path, capsys, args, expected):
     Image.new("RGB", (8, 8)).save(in_tmp / "a.png")
@@ -166,3 +166,11 @@ def test_info_default_grid_name_fits_a_file_name(in_tmp: Path, capsys):
     assert (in_tmp / ("b" * 64 + "-samples.png")).is_file()
     assert main(["data", "info", f"imagefolder:{folder.name}"]) == 0  # no "imagefolder:" in it
     assert not list(in_tmp.glob("imagefolder*"))
+
+
+def test_tiff_images_load_and_a_grid_goes_into_a_new_folder(in_tmp: Path, capsys):
+    """TIFF loaded before the safe opener came; a --grid folder is made, as `generate -o` does."""
+    Image.new("RGB", (8, 8), "green").save(in_tmp / "t.tif")
+    _folder(in_tmp, [{"file_name": "t.tif", "text": "a green square"}])
+    assert main(["data", "info", ".", "--grid", "new/dir/g.png"]) == 0
+    assert "1 images" in capsys.readouterr().out and (in_tmp / "new/dir/g.png").is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import reprlib
 import tomllib
 import types
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.fsutil import is_file
 
 T = TypeVar("T")
 
@@ -47,10 +49,10 @@ def _number(x: float) -> str:
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a recipe TOML file into a nested dict."""
     path = Path(path)
-    if not path.exists():
+    if not is_file(path):
+        if path.exists() if len(os.fsencode(path.name)) <= 255 else False:
+            raise InvalidInputError(f"recipe {path} is not a file; name a .toml recipe")
         raise InvalidInputError(f"recipe file {path} does not exist")
-    if not path.is_file():
-        raise InvalidInputError(f"recipe {path} is not a file; name a .toml recipe")
     try:
         with path.open("rb") as f:
             data = f.read(MAX_RECIPE_BYTES + 1)

@@ -46,12 +46,21 @@ def _refuse_existing(path: Path) -> InvalidInputError:
     return InvalidInputError(f"{path} already exists; refusing to overwrite it")
 
 
+def is_file(path: str | os.PathLike[str]) -> bool:
+    """Path.is_file() that answers False, not OSError, for a name the system refuses outright
+    (too long, a NUL): no such file can exist, so "not found" is the honest answer."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def check_writable(path: str | os.PathLike[str]) -> None:
     """Raise InvalidInputError now if a file could not be written at `path` later: it is a
     folder, its folder is under a file, or the nearest existing folder refuses new files.
 
-    Creates nothing: a probe file is made in the nearest existing folder and removed at once
-    (as root, os.access says yes even to /proc)."""
+    Leaves nothing behind: a probe file is made in the nearest existing folder and removed at
+    once (as root, os.access says yes even to /proc)."""
     path = Path(path)
     try:
         if path.is_dir():

@@ -24,7 +24,7 @@ from gambar.errors import CorruptFileError, InvalidInputError
 MAX_IMAGE_PIXELS = 8192 * 8192
 # The formats of the file extensions datasets may use. Pillow identifies a file by its content, so
 # without this list a file named .png could reach any plugin (EPS, for one, runs Ghostscript).
-DATASET_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+DATASET_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 # What Pillow's decoders raise on damaged or crafted input besides OSError (its own open() catches
 # the same set while identifying a file).
 DECODE_ERRORS: tuple[type[Exception], ...] = (

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from gambar.errors import CorruptFileError, InvalidInputError
-from gambar.fsutil import atomic_write_bytes
+from gambar.fsutil import atomic_write_bytes, is_file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_MAX_CHUNK = 2**31 - 1  # PNG spec 5.3: a chunk's length is at most 2^31 - 1
@@ -64,7 +64,7 @@ def read_provenance(path: Path) -> dict[str, Any]:
     """The provenance stored in a PNG written by gambar: a JSON object, read without decoding
     a single pixel (a forged 50000x50000 header costs nothing)."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise InvalidInputError(f"no such image: {path}")
     try:
         text = _text_chunk(path, KEY)
@@ -203,9 +203,13 @@ SAMPLER_OPTIONS: dict[str, tuple[type, ...]] = {"eta": (int, float)}  # DDIM's n
 
 def replay_settings(prov: dict[str, Any], where: str | Path) -> Replay:
     """Check the fields of one image's provenance (`read_provenance`) for a replay."""
-    if "prompt" not in prov and ("grid_of" in prov or "sheet_of" in prov):
+    if "prompt" not in prov and "grid_of" in prov:
         raise InvalidInputError(f"{where} is a grid of several images, not one; replay one of "
                                 "the images gambar wrote beside it")
+    if "prompt" not in prov and "sheet_of" in prov:  # a sheet's cells were never files
+        raise InvalidInputError(f"{where} is a sample sheet of several images, not one; "
+                                f"`gambar info {where}` shows each cell's prompt and seed to "
+                                "draw it again with `gambar generate`")
     values = {**OPTIONAL_FIELDS, **prov}
     for name, types in REPLAY_FIELDS.items():
         if name not in values:

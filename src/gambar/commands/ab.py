@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gambar.errors import InvalidInputError
-from gambar.fsutil import check_writable
+from gambar.fsutil import check_writable, is_file
 
 if TYPE_CHECKING:
     from gambar.evaluation.ab import ABStore
@@ -17,7 +17,7 @@ def run_ab(args: argparse.Namespace) -> None:
     from gambar.evaluation.ab import ABStore
 
     db = Path(args.db)
-    if args.action != "prepare" and not db.is_file():
+    if args.action != "prepare" and not is_file(db):
         raise InvalidInputError(f"no A/B database at {db}; make one with: gambar ab prepare "
                                 f"MODEL_A MODEL_B --db {db}")
     check_writable(db)  # a folder, a path under a file, /proc: one line before any work

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import warnings
 from pathlib import Path
 
 from gambar.errors import InvalidInputError
+from gambar.fsutil import check_writable
 
 GRID_NAME_CHARS = 64  # of the dataset's name in the default grid file name (names max 255 bytes)
 
@@ -45,17 +47,10 @@ def run_build(args: argparse.Namespace) -> Path:
 
 
 def _check_grid_path(path: Path) -> Path:
-    """A .png path whose folder exists, checked before any image is read."""
+    """A .png path that can be written, checked before any image is read."""
     if path.suffix.lower() != ".png":
         raise InvalidInputError(f"--grid must be a .png file, not {path}")
-    try:
-        if path.is_dir():
-            raise InvalidInputError(f"--grid {path} is a folder; give a .png file name")
-        if not path.parent.is_dir():
-            raise InvalidInputError(f"--grid {path}: {path.parent} is not an existing folder")
-    except OSError as exc:  # a name too long for the file system
-        raise InvalidInputError(f"--grid {path}: {exc.strerror}; give another file name"
-                                ) from None
+    check_writable(path)
     return path
 
 
@@ -67,7 +62,10 @@ def run_info(args: argparse.Namespace) -> Path:
 
     check_image_size(args.size)
     kind, target = parse_spec(args.path)  # a path that is no dataset is the first thing to say
-    name = Path(target.rstrip("/")).name[:GRID_NAME_CHARS] or kind
+    name = Path(target.rstrip("/")).name[:GRID_NAME_CHARS]
+    while len(os.fsencode(name)) > 2 * GRID_NAME_CHARS:  # names are capped in bytes, not chars
+        name = name[:-1]
+    name = name or kind
     grid_path = _check_grid_path(Path(args.grid) if args.grid else Path(f"{name}-samples.png"))
     info = dataset_info(args.path, [args.split] if args.split else None,
                         verify=not args.no_verify, size=args.size)
@@ -76,6 +74,7 @@ def run_info(args: argparse.Namespace) -> Path:
     buf = io.BytesIO()
     sample_grid(info.datasets[first]).save(buf, format="PNG")
     try:
+        grid_path.parent.mkdir(parents=True, exist_ok=True)  # as `generate -o` does
         atomic_write_bytes(grid_path, buf.getvalue())
     except OSError as exc:
         raise InvalidInputError(f"cannot write the grid to {grid_path} ({exc.strerror or exc})"

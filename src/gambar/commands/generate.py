@@ -18,9 +18,14 @@ MAX_IMAGES = 64
 
 
 def slug(prompt: str, limit: int = 60) -> str:
-    """A file-name-safe version of a prompt: "A red circle!" -> "a-red-circle"."""
-    text = re.sub(r"[^\w]+", "-", prompt.lower(), flags=re.UNICODE).strip("-_")
-    return text[:limit].rstrip("-") or "image"
+    """A file-name-safe version of a prompt: "A red circle!" -> "a-red-circle".
+
+    At most `limit` characters and 2 * `limit` UTF-8 bytes: file names are capped in bytes
+    (255), and a prompt in 4-byte letters (pasted "bold" text) must still get a usable name."""
+    text = re.sub(r"[^\w]+", "-", prompt.lower(), flags=re.UNICODE).strip("-_")[:limit]
+    while len(text.encode("utf-8", "surrogatepass")) > 2 * limit:
+        text = text[:-1]
+    return text.rstrip("-") or "image"
 
 
 def output_paths(prompt: str, seeds: list[int], output: str | None) -> list[Path]:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from gambar.errors import InvalidInputError
-from gambar.fsutil import check_writable
+from gambar.fsutil import check_writable, is_file
 from gambar.pipeline import load
 from gambar.provenance import save_png
 from gambar.seeding import check_seed
@@ -20,7 +20,7 @@ MAX_SHEET_PIXELS = 100 * 10**6  # the images' area: ~300 MB in memory; the defau
 def read_prompt_file(path: str | Path) -> list[str]:
     """The prompts of a text file: one per line; blank lines and # comments skipped."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise InvalidInputError(f"prompts file not found: {path}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
