@@ -259,3 +259,9 @@ def test_replaying_a_sheet_points_to_its_cells(tiny_model_dir, in_tmp, capsys):
     assert main(["generate", "--replay", "sh.png", "--model", str(tiny_model_dir)]) == 2
     err = one_line_error(capsys)
     assert "sample sheet" in err and "gambar info" in err
+
+
+def test_an_emoji_newer_than_pythons_unicode_tables_is_a_prompt():
+    from gambar.text.checks import check_prompt
+
+    assert check_prompt("\U0001fae8") == "\U0001fae8"  # U+1FAE8 (Unicode 15): "Cn" to Python 3.11

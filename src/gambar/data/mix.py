@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gambar.config import dataclass_from_dict
+from gambar.config import check_range, dataclass_from_dict
 from gambar.data.formats import Record
 from gambar.data.formats.webdataset import WebDataset
 from gambar.data.loading import (
@@ -33,6 +33,7 @@ from gambar.data.loading import (
 from gambar.data.shapes import LANGUAGES, ShapesStream
 from gambar.data.shapes_vocab import CATEGORIES, COLORS_ID, HELD_OUT, SHAPES_ID
 from gambar.errors import InvalidInputError
+from gambar.seeding import MAX_SEED
 
 # Words for each colour and shape, English and Indonesian, beyond the shapes grammar's own: the
 # names of emoji, glyphs and real captions use synonyms ("disc", "wajik", "jingga", "kotak").
@@ -62,7 +63,6 @@ WINDOW = 3  # at most this many words apart ("black medium small square", "lingk
 # Fields beside the captions that name an item (emoji and glyph names, class names).
 NAME_FIELDS: tuple[str, ...] = ("text", "name", "name_id", "aliases", "char_name", "class_name")
 MAX_WEIGHT = 1000  # a mix cycle or category draw holds each name `weight` times
-MAX_SEED = 2**63 - 1  # the largest seed a recipe may give (numpy takes it as entropy)
 
 
 def _lexicon() -> dict[tuple[str, ...], tuple[str, str]]:
@@ -256,12 +256,8 @@ class DataSection:
     def __post_init__(self) -> None:
         if self.source != "shapes":
             raise InvalidInputError(f"unknown data source {self.source!r}; available: shapes")
-        if not MIN_IMAGE_SIZE <= self.size <= MAX_IMAGE_SIZE:
-            raise InvalidInputError(f"data.size must be an integer from {MIN_IMAGE_SIZE} to "
-                                    f"{MAX_IMAGE_SIZE}, not {self.size!r}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise InvalidInputError(f"data.seed must be an integer from 0 to {MAX_SEED}, "
-                                    f"not {self.seed!r}")
+        check_range("data.size", self.size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        check_range("data.seed", self.seed, 0, MAX_SEED)
         unknown = [code for code in self.languages if code not in LANGUAGES]
         if not self.languages or unknown:
             raise InvalidInputError(f"data.languages must list some of {', '.join(LANGUAGES)}, "

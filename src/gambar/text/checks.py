@@ -9,8 +9,9 @@ from typing import Any
 from gambar.errors import InvalidInputError
 
 # Unicode categories that draw nothing: controls, format characters (zero-width space and
-# joiners, BOM, bidi marks), surrogates, unassigned code points, and every kind of space.
-INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp"})
+# joiners, BOM, bidi marks), surrogates and every kind of space. Not "Cn" (unassigned): emoji
+# newer than Python's Unicode tables are unassigned to it and must still count as a prompt.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 
 
 def check_encodable(text: Any, what: str = "the prompt") -> str:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from gambar.config import check_range, dataclass_from_dict
 from gambar.errors import InvalidInputError
+from gambar.seeding import MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,6 @@ class TrainConfig:
 # Upper bounds that no real run reaches; they keep absurd values (steps = 1e18) out of the loop.
 MAX_COUNT = 10**9
 MAX_BATCH = 65_536
-MAX_SEED = 2**63 - 1
 
 
 def _check_finite(name: str, value: float) -> None:
