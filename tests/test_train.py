@@ -122,9 +122,14 @@ def _killed_before_first_checkpoint(run_dir: Path) -> None:
     """What a run killed (kill -9) before its first checkpoint leaves: logs, samples, debris."""
     (run_dir / "samples").mkdir(parents=True)
     (run_dir / "samples" / "step_000003.png").write_bytes(b"png")
-    (run_dir / "samples" / ".step_000006.png.x1.tmp").write_bytes(b"half")
+    (run_dir / "samples" / ".step_000006.png.x1y2z3_4.tmp").write_bytes(b"half")
     (run_dir / "log.jsonl").write_text('{"step": 2, "loss": 9.0}\n{"step": 4, "lo')
+    (run_dir / ".log.jsonl.a1b2c3d4.tmp").write_text('{"step": 2')
     (run_dir / ".checkpoint.tmp").mkdir()
+    (run_dir / ".checkpoint.tmp" / "model.safetensors").write_bytes(b"half")
+    (run_dir / ".checkpoint.tmp" / ".state.json.a1b2c3d4.tmp").write_text("{")
+    (run_dir / ".model.tmp").mkdir()
+    (run_dir / ".model.tmp" / "config.json").write_text("{")
 
 
 @pytest.mark.parametrize("resume", [False, True])
@@ -139,13 +144,14 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0(
     capsys.readouterr()
     train(ToyTask, toy_recipe(run, log_every=1), resume=resume, progress=False)
     note = capsys.readouterr().err.strip().splitlines()
-    expected = "no checkpoint .* starting from step 0" if resume else "starting afresh"
+    expected = ("no checkpoint .* starting from step 0 and replacing its logs/samples"
+                if resume else "starting afresh and replacing them")
     assert len(note) == 1 and re.search(expected, note[0]), note
     _assert_same_run(tmp_path / "clean", run)
     assert [r["step"] for r in _log(run)] == [1, 2, 3, 4, 5, 6]  # the stale lines are gone
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
         "step_000003.png", "step_000006.png"]
-    assert not (run / ".checkpoint.tmp").exists()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "log.jsonl", "model", "samples"]
 
 
 def test_a_dir_with_other_files_and_no_checkpoint_is_refused(tmp_path: Path) -> None:
@@ -156,6 +162,59 @@ def test_a_dir_with_other_files_and_no_checkpoint_is_refused(tmp_path: Path) -> 
         with pytest.raises(GambarError, match=r"not empty and holds no checkpoint \(notes.txt\)"):
             train(ToyTask, toy_recipe(run), resume=resume, progress=False)
     assert (run / "notes.txt").read_text() == "mine" and (run / "log.jsonl").exists()
+
+
+def _write(path: Path, text: str = "mine") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every path under `root` (links not followed) with a file's text or a link's target."""
+    return {str(p.relative_to(root)): (f"-> {os.readlink(p)}" if p.is_symlink()
+                                       else p.read_text() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+# Entries named like a run's leftovers but not shaped like them, each with the entry the refusal
+# names: they may be the user's, so a fresh start refuses rather than delete them.
+FOREIGN = {
+    "folder log.jsonl": ("log.jsonl", lambda run, out: _write(run / "log.jsonl" / "precious.txt")),
+    "linked log.jsonl": ("log.jsonl", lambda run, out: (run / "log.jsonl").symlink_to(out / "a")),
+    "folder .notes.tmp": (".notes.tmp", lambda run, out: _write(run / ".notes.tmp" / "draft.md")),
+    "file .notes.tmp": (".notes.tmp", lambda run, out: _write(run / ".notes.tmp")),
+    "samples/notes": ("samples", lambda run, out: _write(run / "samples" / "notes.txt")),
+    "samples/folder": ("samples", lambda run, out: _write(run / "samples" / "step_1.png" / "x")),
+    "linked samples": ("samples", lambda run, out: (run / "samples").symlink_to(out / "pngs")),
+    "linked sample": ("samples", lambda run, out: _write(run / "samples" / "step_1.png")
+                      or (run / "samples" / "step_2.png").symlink_to(out / "a")),
+    ".checkpoint.tmp/mine": (".checkpoint.tmp",
+                             lambda run, out: _write(run / ".checkpoint.tmp" / "mine.txt")),
+    ".model.tmp/folder": (".model.tmp",
+                          lambda run, out: _write(run / ".model.tmp" / "config.json" / "x")),
+    "linked .model.tmp": (".model.tmp", lambda run, out: (run / ".model.tmp").symlink_to(out)),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN)
+@pytest.mark.parametrize("resume", [False, True])
+def test_entries_named_like_leftovers_but_shaped_otherwise_are_refused_not_deleted(
+    tmp_path: Path, case: str, resume: bool
+) -> None:
+    """A fresh start used to delete whatever was *named* log.jsonl, samples or .*.tmp, whole:
+    a folder log.jsonl/ of the user's files was wiped, and a linked samples/ was a traceback."""
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    _write(outside / "a")  # what the links point at: the user's too
+    _write(outside / "pngs" / "step_000001.png")
+    _write(run / ".log.jsonl.a1b2c3d4.tmp")  # a real leftover beside it: not named, not deleted
+    name, make = FOREIGN[case]
+    make(run, outside)
+    before = _tree(tmp_path)
+    refusal = rf"not empty and holds no checkpoint \({re.escape(name)}\)"
+    with pytest.raises(GambarError, match=refusal) as err:
+        train(ToyTask, toy_recipe(run), resume=resume, progress=False)
+    assert "\n" not in str(err.value)
+    assert _tree(tmp_path) == before
 
 
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
@@ -316,8 +375,11 @@ def test_train_values_out_of_range_are_one_line_errors_naming_them(key: str, val
     assert "\n" not in str(err.value)
 
 
-def test_unknown_and_malformed_sections_are_refused_before_training(tmp_path: Path) -> None:
+def test_unknown_and_malformed_sections_are_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A misspelt section used to be ignored: `[trian]` trained 1000 default steps."""
+    monkeypatch.chdir(tmp_path)  # where a recipe without train.run_dir would have written
     run = tmp_path / "run"
     recipe = toy_recipe(run)
     for bad, message in [

@@ -33,6 +33,9 @@ from tqdm.auto import tqdm
 
 from gambar.errors import GambarError, InvalidInputError
 from gambar.fsutil import atomic_write_bytes, atomic_write_text, replace_dir
+from gambar.model_dir import CONFIG, MANIFEST, WEIGHTS
+from gambar.text.setup import TOKENIZER_FILE
+from gambar.train import checkpoint
 from gambar.train.checkpoint import (
     CheckpointState,
     capture_rng,
@@ -47,6 +50,8 @@ from gambar.train.recipe import TrainConfig, check_sections, lr_at, train_config
 from gambar.train.task import TrainingTask
 
 TaskFactory = Callable[[dict[str, Any]], TrainingTask]
+MODEL_TMP = ".model.tmp"  # the export is written here, then swapped in as run_dir/model
+CHECKPOINT_TMP = ".checkpoint.tmp"  # where save_checkpoint writes a checkpoint before the swap
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def _run(
             if found.note:
                 print(found.note, file=sys.stderr)
             for path in found.leftovers:  # only now: a recipe error above must not delete them
-                if path.is_dir():
+                if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
                 else:
                     path.unlink()
@@ -193,27 +198,52 @@ def check_run_dir(run_dir: Path, resume: bool) -> RunDirCheck:
     note = None
     if resume:
         note = (f"note: {run_dir} has no checkpoint (its run stopped before the first one): "
-                "starting from step 0")
+                "starting from step 0 and replacing its logs/samples")
     elif entries:
         note = (f"note: {run_dir} holds only the logs/samples of a run that stopped before its "
                 "first checkpoint: starting afresh and replacing them")
     return RunDirCheck(False, entries, note)
 
 
-# What a run writes before its first checkpoint; a directory of nothing else may be restarted.
-_LEFTOVERS = ("log.jsonl", "samples", ".checkpoint.tmp", ".model.tmp")
+# What a run writes before its first checkpoint, by name, with the shape the run gives it; a
+# directory of nothing else may be started again. Anything else (a link, a folder named like a
+# file, a file the run never writes) may be the user's, and the run refuses rather than delete it.
+_CHECKPOINT_FILES = frozenset((*checkpoint.FILES, "state.json"))
+_MODEL_FILES = frozenset((CONFIG, WEIGHTS, MANIFEST, TOKENIZER_FILE))
+_SAMPLE = re.compile(r"step_\d+\.png")
+_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]+\.tmp")  # atomic_write_bytes' ".<name>.x1y2z3.tmp"
+
+
+def _plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def _debris_of(path: Path, wanted: Callable[[str], bool]) -> bool:
+    """Whether `path` is an interrupted atomic write of a file named as `wanted` accepts."""
+    match = _TEMPORARY.fullmatch(path.name)
+    return match is not None and bool(wanted(match[1])) and _plain_file(path)
+
+
+def _holds_only(folder: Path, wanted: Callable[[str], bool]) -> bool:
+    """Whether `folder` is a real directory of plain files named as `wanted` accepts (or their
+    interrupted atomic writes)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    return all((_plain_file(p) and bool(wanted(p.name))) or _debris_of(p, wanted)
+               for p in folder.iterdir())
 
 
 def _is_leftover(path: Path) -> bool:
-    def temporary(p: Path) -> bool:  # atomic writes' debris (.log.jsonl.x1y2.tmp)
-        return p.name.startswith(".") and p.name.endswith(".tmp")
-
-    if path.name == "samples":
-        return path.is_dir() and all(
-            temporary(p) or (p.is_file() and re.fullmatch(r"step_\d+\.png", p.name))
-            for p in path.iterdir()
-        )
-    return path.name in _LEFTOVERS or temporary(path)
+    name = path.name
+    if name == "log.jsonl":
+        return _plain_file(path)
+    if name == "samples":
+        return _holds_only(path, _SAMPLE.fullmatch)
+    if name == CHECKPOINT_TMP:
+        return _holds_only(path, _CHECKPOINT_FILES.__contains__)
+    if name == MODEL_TMP:
+        return _holds_only(path, _MODEL_FILES.__contains__)
+    return _debris_of(path, "log.jsonl".__eq__)  # _truncate_log's interrupted rewrite
 
 
 def seed_process(seed: int, rank: int, generator: torch.Generator) -> None:
@@ -507,7 +537,7 @@ def _summary(
 
 def _export(run: Run, summary: dict[str, Any]) -> None:
     """Export the EMA model to run_dir/model, swapped in whole so a crash never leaves half."""
-    tmp = run.run_dir / ".model.tmp"
+    tmp = run.run_dir / MODEL_TMP
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
