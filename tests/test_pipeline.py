@@ -83,6 +83,23 @@ def test_save_load_gives_identical_images(tmp_path):
     assert again.sha256 == pipe.sha256
 
 
+def test_a_model_at_the_largest_size_a_recipe_accepts_loads(tmp_path):
+    """Recipes took data.size up to 512, but load() refused a model whose trained size was over
+    generate()'s 256: the largest size a diffusion recipe accepts must load and be its default."""
+    from gambar.generators.diffusion.config import DiffusionConfig
+    from gambar.generators.diffusion.pipeline import DiffusionPipeline
+    from gambar.generators.diffusion.training import MAX_SAMPLE_SIZE, read_recipe
+
+    unet = {"preset": "unet-tiny"}
+    read_recipe({"data": {"size": MAX_SAMPLE_SIZE}, "unet": unet})
+    with pytest.raises(InvalidInputError, match="larger than"):
+        read_recipe({"data": {"size": MAX_SAMPLE_SIZE + 4}, "unet": unet})
+    tiny = make_tiny_pipeline()
+    DiffusionPipeline(tiny.model, tiny.text, DiffusionConfig(image_size=MAX_SAMPLE_SIZE)
+                      ).save(tmp_path / "m")
+    assert gambar.load(tmp_path / "m").defaults["size"] == MAX_SAMPLE_SIZE
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -107,6 +107,13 @@ def test_shipped_diffusion_recipes_parse(name):
     (["sample.seed=-1"], "sample.seed must be >= 0"),
     (["sample.prompts=[]"], "sample.prompts is empty"),
     (["train.betas=[0.9, 1.5]"], r"train.betas\[1\] must be in \[0, 1\)"),
+    # each of these used to train into a traceback (or a model load() refused)
+    (["data.size=30"], r"data.size = 30 does not fit the UNet's downsampling .* multiple of 4, "
+                       "such as 28, 32$"),
+    (["data.size=36", "unet.patch_size=4"], r"multiple of 8, such as 32, 40$"),
+    (["data.size=288"], "data.size = 288 is larger than 256, the largest size a diffusion model "
+                        "samples at"),
+    (["unet.image_channels=4"], r"unet.image_channels must be 3 \(RGB images\), not 4"),
 ])
 def test_recipe_mistakes_are_one_line_errors_before_training(tmp_path, capsys, monkeypatch,
                                                             overrides, message):
@@ -116,6 +123,16 @@ def test_recipe_mistakes_are_one_line_errors_before_training(tmp_path, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
     assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+def test_a_size_from_diffusion_image_size_alone_is_checked_too():
+    from gambar.generators.diffusion.training import read_recipe
+
+    with pytest.raises(InvalidInputError, match="diffusion.image_size = 300 is larger than 256"):
+        read_recipe({"diffusion": {"image_size": 300}})
+    with pytest.raises(InvalidInputError, match="diffusion.image_size = 66 does not fit"):
+        read_recipe({"diffusion": {"image_size": 66}, "unet": {"preset": "unet-tiny"}})
+    assert read_recipe({"diffusion": {"image_size": 256}}).diffusion.image_size == 256
 
 
 @pytest.mark.parametrize(("edit", "message"), [

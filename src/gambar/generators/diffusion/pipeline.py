@@ -137,9 +137,6 @@ class DiffusionPipeline:
             unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
             dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"),
                                        section="diffusion")
-            if unet_cfg.image_channels != 3:
-                raise InvalidInputError(
-                    f"unet.image_channels must be 3 (RGB), not {unet_cfg.image_channels}")
             extra = _extras(cfg)
             text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
         except (InvalidInputError, KeyError, TypeError) as exc:

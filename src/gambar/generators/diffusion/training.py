@@ -29,6 +29,9 @@ from gambar.text.base import Encoded
 from gambar.text.setup import TextSetup
 from gambar.train.recipe import check_sections, text_section
 
+# generate()'s largest size (DiffusionPipeline._check); training above it made a model whose own
+# size its load() refused.
+MAX_SAMPLE_SIZE = 256
 TOKENIZER_CAPTIONS = 4000  # stream items whose captions teach a small encoder its vocabulary
 DEFAULT_SAMPLE_PROMPTS = (
     "a red circle", "three blue stars", "a large yellow triangle",
@@ -91,14 +94,35 @@ def read_recipe(recipe: dict[str, Any]) -> DiffusionRecipe:
             f"data.size = {size!r} and diffusion.image_size = {cfg.image_size} disagree; set only "
             "data.size (the size the model trains and samples at)"
         )
+    unet = _unet_config(recipe.get("unet", {}))
+    _check_size(size if size is not None else cfg.image_size,
+                "data.size" if size is not None else "diffusion.image_size", unet)
     kind, sizes = text_section(recipe.get("text", {"kind": "minilm"}), "minilm")
     return DiffusionRecipe(
         diffusion=cfg,
-        unet=_unet_config(recipe.get("unet", {})),
+        unet=unet,
         text_kind=kind,
         text_sizes=sizes,
         sample=dataclass_from_dict(SampleConfig, recipe.get("sample", {}), section="sample"),
     )
+
+
+def _check_size(size: Any, key: str, unet: UNetConfig) -> None:
+    """A size the model can train at and then sample at: a multiple of the UNet's stride, and
+    no larger than generate() allows (else the trained model could never be loaded)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return  # not a size at all: recipe_data's message says what one is
+    if size > MAX_SAMPLE_SIZE:
+        raise InvalidInputError(
+            f"{key} = {size} is larger than {MAX_SAMPLE_SIZE}, the largest size a diffusion "
+            f"model samples at; train at {MAX_SAMPLE_SIZE} or less")
+    stride = unet.stride
+    if size % stride:
+        below, above = size - size % stride, size - size % stride + stride
+        raise InvalidInputError(
+            f"{key} = {size} does not fit the UNet's downsampling (unet.patch_size "
+            f"{unet.patch_size} and {len(unet.channel_mults)} levels): use a multiple of "
+            f"{stride}, such as {', '.join(str(n) for n in (below, above) if n > 0)}")
 
 
 class DiffusionTask:

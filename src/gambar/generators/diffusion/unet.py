@@ -42,7 +42,10 @@ class UNetConfig:
     def __post_init__(self) -> None:
         # Upper bounds far above anything a CPU trains; they stop a corrupt config.json from
         # allocating terabytes before its weights are even read.
-        check_range("unet.image_channels", self.image_channels, 1, 4)
+        # The data, the samplers' noise and the saved images are all RGB.
+        if self.image_channels != 3:
+            raise InvalidInputError(
+                f"unet.image_channels must be 3 (RGB images), not {self.image_channels}")
         check_range("unet.patch_size", self.patch_size, 1, 8)
         check_range("unet.base_channels", self.base_channels, 1, MAX_WIDTH)
         check_range("unet.blocks_per_level", self.blocks_per_level, 1, 8)
@@ -68,6 +71,11 @@ class UNetConfig:
             if width % self.heads:
                 raise InvalidInputError(
                     f"unet.heads={self.heads} must divide the width {width} of level {level}")
+
+    @property
+    def stride(self) -> int:
+        """The image side must be a multiple of this: the patch, then one halving per level."""
+        return self.patch_size * 2 ** (len(self.channel_mults) - 1)
 
 
 PRESETS: dict[str, UNetConfig] = {
@@ -156,7 +164,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor,
                 mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         p = self.cfg.patch_size
-        if x.shape[-1] % (p * 2 ** (len(self.cfg.channel_mults) - 1)):
+        if x.shape[-1] % self.cfg.stride:
             raise ValueError(f"image side {x.shape[-1]} does not fit this UNet's downsampling")
         emb = self.time(t) + self.text_pool(pooled)
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
