@@ -28,7 +28,7 @@ from gambar.train.recipe import TrainConfig
 
 FORMAT = "gambar-checkpoint/1"
 CHECKPOINT = "checkpoint"
-_TMP = ".checkpoint.tmp"
+CHECKPOINT_TMP = ".checkpoint.tmp"  # written here, then swapped in as run_dir/checkpoint
 _HASH_CHUNK = 1 << 20
 
 
@@ -230,7 +230,7 @@ def save_checkpoint(
 ) -> Path:
     """Atomically replace `run_dir/checkpoint/` with the given state; return its path."""
     run_dir = Path(run_dir)
-    tmp = run_dir / _TMP
+    tmp = run_dir / CHECKPOINT_TMP
     if tmp.exists():  # debris of a save that crashed; the real checkpoint is untouched
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

@@ -37,6 +37,7 @@ from gambar.model_dir import CONFIG, MANIFEST, WEIGHTS
 from gambar.text.setup import TOKENIZER_FILE
 from gambar.train import checkpoint
 from gambar.train.checkpoint import (
+    CHECKPOINT_TMP,
     CheckpointState,
     capture_rng,
     checkpoint_dir,
@@ -51,7 +52,6 @@ from gambar.train.task import TrainingTask
 
 TaskFactory = Callable[[dict[str, Any]], TrainingTask]
 MODEL_TMP = ".model.tmp"  # the export is written here, then swapped in as run_dir/model
-CHECKPOINT_TMP = ".checkpoint.tmp"  # where save_checkpoint writes a checkpoint before the swap
 
 
 @dataclass(frozen=True)

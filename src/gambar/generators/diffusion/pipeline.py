@@ -29,6 +29,7 @@ from gambar.text.checks import check_encodable, check_prompt
 from gambar.text.setup import TextSetup
 
 MAX_PROMPT_CHARS = 500
+MAX_SIZE = 256  # the largest side sampled: a CPU draws 256 px at 16x the cost of 64 px
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
 # Measured on the default model (benchmarks/sampler_settings.py, 40 prompts): DPM-Solver++(2M)
@@ -103,7 +104,7 @@ class DiffusionPipeline:
         self.extra = extra or {}
         self.defaults = {**DEFAULTS, "size": cfg.image_size, **self.extra.get("defaults", {})}
         self._denoise = make_denoiser(self.model, self.schedule, cfg.prediction)
-        self._stride = model.unet.cfg.patch_size * 2 ** (len(model.unet.cfg.channel_mults) - 1)
+        self._stride = model.unet.cfg.stride
 
     # ---- saving and loading -------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -180,9 +181,9 @@ class DiffusionPipeline:
             raise InvalidInputError(
                 f"guidance must be between 0 and {MAX_GUIDANCE}, not {guidance}")
         get_sampler(sampler)  # raises a one-line error naming the valid samplers
-        if size % self._stride or not self._stride <= size <= 256:
+        if size % self._stride or not self._stride <= size <= MAX_SIZE:
             raise InvalidInputError(
-                f"size must be a multiple of {self._stride} between {self._stride} and 256 "
+                f"size must be a multiple of {self._stride} between {self._stride} and {MAX_SIZE} "
                 f"(this model was trained at {self.cfg.image_size}), not {size}")
 
     @torch.inference_mode()

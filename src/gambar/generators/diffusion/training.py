@@ -22,16 +22,15 @@ from gambar.data.shapes import to_tensor
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule, diffusion_loss
-from gambar.generators.diffusion.pipeline import DiffusionPipeline
+from gambar.generators.diffusion.pipeline import MAX_SIZE, DiffusionPipeline
 from gambar.generators.diffusion.unet import PRESETS, UNetConfig
 from gambar.imaging import make_grid
 from gambar.text.base import Encoded
 from gambar.text.setup import TextSetup
 from gambar.train.recipe import check_sections, text_section
 
-# generate()'s largest size (DiffusionPipeline._check); training above it made a model whose own
-# size its load() refused.
-MAX_SAMPLE_SIZE = 256
+# Training above generate()'s largest size made a model whose own size its load() refused.
+MAX_SAMPLE_SIZE = MAX_SIZE
 TOKENIZER_CAPTIONS = 4000  # stream items whose captions teach a small encoder its vocabulary
 DEFAULT_SAMPLE_PROMPTS = (
     "a red circle", "three blue stars", "a large yellow triangle",
