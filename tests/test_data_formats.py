@@ -475,7 +475,7 @@ def test_open_image_cap_and_formats(tmp_path: Path):
     assert open_image(path, "a", max_pixels=10_000).size == (100, 100)
     with pytest.raises(ImageTooLargeError, match=r"a: 100x100 = 0.0 megapixels"):
         open_image(path, "a", max_pixels=9_999)
-    Image.new("RGB", (4, 4)).save(tmp_path / "t.png", format="TIFF")  # a TIFF named .png
+    Image.new("RGB", (4, 4)).save(tmp_path / "t.png", format="PPM")  # a PPM named .png
     with pytest.raises(CorruptFileError, match="t.png: unreadable image"):
         open_image(tmp_path / "t.png", "t.png")
 
