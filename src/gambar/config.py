@@ -26,7 +26,10 @@ MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; more is a wrong f
 def check_range(name: str, value: float, low: float, high: float, *,
                 low_open: bool = False, high_open: bool = False) -> None:
     """A one-line InvalidInputError naming `name` unless low <= value <= high (< where a bound is
-    open). NaN lies in no range. The one range check every config's __post_init__ uses."""
+    open) and finite: TOML and JSON read `nan` and `inf`, and inf would pass an open-ended range.
+    The one range check every config's __post_init__ uses."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be a finite number, got {value}")
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
     if above and below:
@@ -40,6 +43,20 @@ def check_range(name: str, value: float, low: float, high: float, *,
         left, right = "(" if low_open else "[", ")" if high_open else "]"
         bound = f"in {left}{_number(low)}, {_number(high)}{right}"
     raise InvalidInputError(f"{name} must be {bound}, got {value}")
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep dicts and lists nest in `value` (a scalar 0, a flat table 1), counted without
+    recursion and only until it passes `limit`: loaded JSON or TOML that nests absurdly deep
+    (100,000 levels) would otherwise exhaust the recursion of any code that walks it."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1)
+                         for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _number(x: float) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from gambar.config import nesting_depth
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.fsutil import atomic_write_bytes, is_file
 
@@ -80,7 +81,7 @@ def read_provenance(path: Path) -> dict[str, Any]:
         raise CorruptFileError(
             f"{path}: its gambar provenance is {JSON_NAMES.get(type(prov), 'a value')}, not a "
             "JSON object")
-    if _depth(prov) > MAX_DEPTH:
+    if nesting_depth(prov, MAX_DEPTH) > MAX_DEPTH:
         raise CorruptFileError(f"{path}: its gambar provenance nests deeper than {MAX_DEPTH} "
                                "levels; gambar never writes that")
     return prov
@@ -149,18 +150,6 @@ def _inflate(data: bytes, path: Path) -> bytes:
         raise CorruptFileError(f"{path}: its gambar provenance inflates to over "
                                f"{MAX_TEXT_BYTES} bytes")
     return out
-
-
-def _depth(value: Any) -> int:
-    """How deep lists and dicts nest in `value` (iterative: no recursion limit to hit)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def format_provenance(prov: dict[str, Any]) -> str:

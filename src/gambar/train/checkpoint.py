@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gambar.config import nesting_depth
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.fsutil import atomic_write_text, current_dir, fsync_dir, fsync_file, replace_dir
 from gambar.train.recipe import TrainConfig
@@ -303,7 +304,7 @@ def _check_body(body: dict[str, Any], path: Path) -> None:
     if type(wall) not in (int, float) or not math.isfinite(wall) or wall < 0:
         raise bad(f"'wall_time' must be a number of seconds >= 0, got {wall!r}")
     recipe = body.get("recipe")
-    if not isinstance(recipe, dict) or _depth(recipe) > MAX_RECIPE_DEPTH:
+    if not isinstance(recipe, dict) or nesting_depth(recipe, MAX_RECIPE_DEPTH) > MAX_RECIPE_DEPTH:
         raise bad(f"'recipe' must be a recipe's table, got {str(recipe)[:80]}")
     planned = _recipe_steps(recipe)
     if planned is None:
@@ -319,21 +320,6 @@ def _check_body(body: dict[str, Any], path: Path) -> None:
 # A recipe nests a few tables deep ([data] mix = {...}); a deeper one is no recipe, and would
 # exhaust the recursion of code that walks it (the resume's list of recipe changes).
 MAX_RECIPE_DEPTH = 16
-
-
-def _depth(value: Any) -> int:
-    """How deeply tables and lists nest in `value` (0 for a scalar), without recursion."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_RECIPE_DEPTH:
-            break
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
 
 
 def _recipe_steps(recipe: dict[str, Any]) -> int | None:
