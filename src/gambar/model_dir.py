@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from gambar.errors import CorruptFileError
+from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.fsutil import atomic_write_bytes, atomic_write_text
 
 FORMAT = "gambar/1"  # config.json format of saved models
@@ -144,6 +144,14 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(cfg["family"], str):
         raise CorruptFileError(f"{file}: 'family' must be a string, not {cfg['family']!r}")
     return cfg
+
+
+def config_error(path: Path, what: str, exc: Exception) -> CorruptFileError:
+    """The one-line error for a config.json whose values a family's load() refuses (`exc`: the
+    check's InvalidInputError, or the KeyError/TypeError of a missing or mistyped entry)."""
+    reason = exc.args[0] if isinstance(exc, InvalidInputError) else f"{type(exc).__name__}: {exc}"
+    return CorruptFileError(f"{Path(path) / CONFIG} is not a valid {what} config: {reason}; "
+                            "re-save or re-download the model")
 
 
 def save_model_dir(path: Path, module: nn.Module, config: dict[str, Any], *,

@@ -28,8 +28,8 @@ from gambar.data.loading import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from gambar.data.shapes import to_tensor
 from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.model_dir import (
-    CONFIG,
     FORMAT,
+    config_error,
     load_weights,
     read_config,
     save_model_dir,
@@ -315,7 +315,6 @@ class ContrastiveModel:
         path = Path(path)
         sha256 = verify_model_dir(path)
         cfg = read_config(path)
-        file = path / CONFIG
         if cfg["family"] != FAMILY:
             raise CorruptFileError(f"{path} holds a {cfg['family']!r} model, not a contrastive one")
         try:
@@ -330,10 +329,7 @@ class ContrastiveModel:
                 raise InvalidInputError(f"'name' must be a string, not {cfg['name']!r}")
             net = ContrastiveNet(ccfg, text_dim, text.trainable)
         except (InvalidInputError, KeyError, TypeError) as exc:
-            reason = exc.args[0] if isinstance(exc, InvalidInputError) else repr(exc)
-            raise CorruptFileError(
-                f"{file} is not a valid contrastive model config: {reason}; "
-                "re-save or re-download the model") from None
+            raise config_error(path, "contrastive model", exc) from None
         load_weights(path, net)
         extra: dict[str, Any] = {k: cfg[k] for k in ("name", "training", "data") if k in cfg}
         return cls(net, text, name=cfg.get("name", path.name), sha256=sha256, extra=extra)

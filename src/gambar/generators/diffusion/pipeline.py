@@ -15,11 +15,17 @@ from tqdm.auto import tqdm
 
 import gambar
 from gambar.config import dataclass_from_dict
-from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule, make_denoiser
 from gambar.generators.diffusion.unet import UNetConfig
-from gambar.model_dir import CONFIG, load_weights, read_config, save_model_dir, verify_model_dir
+from gambar.model_dir import (
+    config_error,
+    load_weights,
+    read_config,
+    save_model_dir,
+    verify_model_dir,
+)
 from gambar.pipeline import Generated, Progress
 from gambar.samplers import get_sampler
 from gambar.samplers.guidance import classifier_free
@@ -80,13 +86,6 @@ def _extras(cfg: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
-def _corrupt(path: Path, exc: Exception) -> CorruptFileError:
-    reason = exc.args[0] if isinstance(exc, InvalidInputError) else f"{type(exc).__name__}: {exc}"
-    return CorruptFileError(
-        f"{path / CONFIG} is not a valid diffusion model config: {reason}; "
-        "re-save or re-download the model")
-
-
 class DiffusionPipeline:
     """Text -> encoder -> UNet denoiser + stateless sampler -> image."""
 
@@ -141,7 +140,7 @@ class DiffusionPipeline:
             extra = _extras(cfg)
             text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
         except (InvalidInputError, KeyError, TypeError) as exc:
-            raise _corrupt(path, exc) from None
+            raise config_error(path, "diffusion model", exc) from None
         model = DiffusionModel(unet_cfg, text.trainable)
         load_weights(path, model)
         pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
@@ -151,7 +150,7 @@ class DiffusionPipeline:
                 raise InvalidInputError("'schedule' disagrees with the 'diffusion' settings")
             pipe._check_defaults()
         except InvalidInputError as exc:
-            raise _corrupt(path, exc) from None
+            raise config_error(path, "diffusion model", exc) from None
         return pipe
 
     def _check_defaults(self) -> None:
