@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import math
 import os
-import reprlib
 import tomllib
 import types
 import typing
@@ -14,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.errors import CorruptFileError, InvalidInputError, shown
 from gambar.fsutil import is_file
 
 T = TypeVar("T")
@@ -166,7 +165,7 @@ def _field_names(cls: type) -> list[str]:
 def dataclass_from_dict(cls: type[T], d: Mapping[str, Any], *, section: str = "") -> T:
     """Build the frozen dataclass `cls` from one recipe section, checking keys and types."""
     if not isinstance(d, Mapping):
-        raise InvalidInputError(f"[{section or cls.__name__}] must be a table, got {_shown(d)}")
+        raise InvalidInputError(f"[{section or cls.__name__}] must be a table, got {shown(d)}")
     names = _field_names(cls)
     unknown = [k for k in d if k not in names]
     prefix = f"{section}." if section else ""
@@ -183,13 +182,8 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def _shown(value: Any) -> str:
-    """A value quoted in an error, cut short: a 1 MB string must not make a 1 MB error line."""
-    return reprlib.repr(value)
-
-
 def _mismatch(hint: Any, value: Any, where: str) -> InvalidInputError:
-    return InvalidInputError(f"'{where}' expects {_type_name(hint)}, got {_shown(value)}")
+    return InvalidInputError(f"'{where}' expects {_type_name(hint)}, got {shown(value)}")
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -200,7 +194,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if origin is Literal:
         if value not in args:
             choices = " | ".join(repr(a) for a in args)
-            raise InvalidInputError(f"'{where}' must be one of {choices}, got {_shown(value)}")
+            raise InvalidInputError(f"'{where}' must be one of {choices}, got {shown(value)}")
         return value
     if origin in (typing.Union, types.UnionType):
         return _coerce_union(hint, args, value, where)
@@ -256,7 +250,7 @@ def _coerce_tuple(hint: Any, args: tuple[Any, ...], value: Any, where: str) -> t
     elif args:
         if len(args) != len(value):
             raise InvalidInputError(
-                f"'{where}' expects {len(args)} items, got {_shown(list(value))}")
+                f"'{where}' expects {len(args)} items, got {shown(list(value))}")
         items = list(args)
     else:
         items = [Any] * len(value)

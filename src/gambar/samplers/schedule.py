@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.errors import CorruptFileError, InvalidInputError, shown
 
 # Nichol & Dhariwal 2021 (eq. 17): betas capped below 1 so the last step keeps some signal.
 # The same cap as diffusers' "squaredcos_cap_v2", so the two schedules agree to float precision.
@@ -89,16 +88,16 @@ class NoiseSchedule:
                 raise CorruptFileError(f"bad noise schedule: not JSON ({err})") from None
         if not isinstance(data, dict):
             raise CorruptFileError(
-                f"bad noise schedule {reprlib.repr(data)}: expected a JSON object")
+                f"bad noise schedule {shown(data)}: expected a JSON object")
         params = dict(data)
         kind = params.pop("kind", None)
         # The constructors loop over T in Python: a forged T of 1e12 would never return.
         values = params.get("alphas_cumprod")
         length = len(values) if isinstance(values, list) else params.get("T", 0)
-        shown = reprlib.repr(data)  # a custom schedule holds T numbers: show a few
+        quoted = shown(data)  # a custom schedule holds T numbers: show a few
         if not isinstance(length, int) or length > MAX_TIMESTEPS:
             raise CorruptFileError(
-                f"bad noise schedule {shown}: T must be an integer of at most {MAX_TIMESTEPS}")
+                f"bad noise schedule {quoted}: T must be an integer of at most {MAX_TIMESTEPS}")
         try:
             if kind == "custom":
                 return cls(torch.tensor(params["alphas_cumprod"], dtype=torch.float64))
@@ -107,7 +106,7 @@ class NoiseSchedule:
             if kind == "linear":
                 return cls.linear(**params)
         except (TypeError, KeyError, ValueError, RuntimeError, OverflowError) as err:
-            raise CorruptFileError(f"bad noise schedule {shown}: {err}") from None
+            raise CorruptFileError(f"bad noise schedule {quoted}: {err}") from None
         raise CorruptFileError(
             f"unknown noise schedule kind {kind!r}; expected cosine, linear or custom"
         )

@@ -31,11 +31,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = error_response(Request(scope), 413, too_large_message(self.max_bytes),
-                                 headers={"Connection": "close"})  # rather than read the rest
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await refusal(scope, receive, send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
         started = refused = False
@@ -51,7 +49,7 @@ class BodyLimit:
                     # handler wrapped in an ExceptionGroup by the auth middleware's task group.)
                     refused = True
                     if not started:
-                        await refusal(scope, receive, send)
+                        await self._refuse(scope, receive, send)
                     return {"type": "http.disconnect"}
             return event
 
@@ -63,6 +61,12 @@ class BodyLimit:
             await send(message)
 
         await self.app(scope, counted, guarded)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The 413 answer, built only for a request that gets it (not for every request)."""
+        refusal = error_response(Request(scope), 413, too_large_message(self.max_bytes),
+                                 headers={"Connection": "close"})  # rather than read the rest
+        await refusal(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

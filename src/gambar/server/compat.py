@@ -14,9 +14,9 @@ from typing import Any
 
 from fastapi import Request
 
-from gambar.errors import InvalidInputError
+from gambar.errors import InvalidInputError, shown
 from gambar.server.auth import client_key
-from gambar.server.errors import ApiError, shown
+from gambar.server.errors import ApiError
 from gambar.server.jobs import Job, JobSpec, State
 from gambar.server.service import JobService
 

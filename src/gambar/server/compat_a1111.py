@@ -19,10 +19,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 import gambar
-from gambar.errors import InvalidInputError
+from gambar.errors import InvalidInputError, shown
 from gambar.server.auth import client_key
 from gambar.server.compat import is_off, read_pngs, reject_unknown, require, run_to_end
-from gambar.server.errors import shown
 from gambar.server.jobs import MAX_GUIDANCE, MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, Job, State
 from gambar.server.routes import bearer
 from gambar.server.service import JobService

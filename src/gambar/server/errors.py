@@ -7,7 +7,6 @@ exception carrying the message.
 
 from __future__ import annotations
 
-import reprlib
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,15 +19,6 @@ from gambar.server.queue import QueueFull
 
 OPENAI_PREFIX = "/v1/"
 
-# How messages show a value a request sent: short, and shallow (a body may nest 900 deep).
-_SHOWN = reprlib.Repr()
-_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 2, 60, 60, 40
-_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
-
-
-def shown(value: Any) -> str:
-    """`value`'s repr cut short, for a one-line error message."""
-    return _SHOWN.repr(value)
 
 
 class ApiError(Exception):

@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gambar.errors import shown
 from gambar.samplers import SAMPLERS
 from gambar.seeding import MAX_SEED
-from gambar.server.errors import shown
 from gambar.server.jobs import (
     MAX_GUIDANCE,
     MAX_IMAGES,

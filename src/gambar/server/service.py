@@ -22,11 +22,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gambar.errors import GambarError, InvalidInputError
+from gambar.errors import GambarError, InvalidInputError, shown
 from gambar.pipeline import Pipeline
 from gambar.seeding import MAX_SEED, check_seed, random_seed
 from gambar.server.auth import fairness_group
-from gambar.server.errors import ApiError, shown
+from gambar.server.errors import ApiError
 from gambar.server.jobs import (
     FINISHED,
     MAX_GUIDANCE,

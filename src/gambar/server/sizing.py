@@ -12,8 +12,7 @@ import re
 
 from PIL import Image
 
-from gambar.errors import InvalidInputError
-from gambar.server.errors import shown
+from gambar.errors import InvalidInputError, shown
 
 SIZE = re.compile(r"\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*", re.ASCII)
 MAX_OUTPUT_SIZE = 1024  # the largest square side the compatible APIs return

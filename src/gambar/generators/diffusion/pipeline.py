@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import reprlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from tqdm.auto import tqdm
 
 import gambar
 from gambar.config import dataclass_from_dict
-from gambar.errors import InvalidInputError
+from gambar.errors import InvalidInputError, shown
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule, make_denoiser
 from gambar.generators.diffusion.unet import UNetConfig
@@ -82,7 +81,7 @@ def _extras(cfg: dict[str, Any]) -> dict[str, Any]:
     for key, kind in EXTRAS.items():
         if key in extra and not isinstance(extra[key], kind):
             raise InvalidInputError(
-                f"'{key}' must be a {kind.__name__}, not {reprlib.repr(extra[key])}")
+                f"'{key}' must be a {kind.__name__}, not {shown(extra[key])}")
     return extra
 
 
