@@ -278,7 +278,7 @@ def fast_models() -> Iterator[None]:
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(diffusion, "get_sampler", get_sampler))
-        stack.enter_context(mock.patch.object(diffusion, "make_denoiser", zero_denoiser))
+        stack.enter_context(mock.patch.object(diffusion, "as_denoiser", zero_denoiser))
         stack.enter_context(mock.patch.object(frozen, "load_frozen_minilm",
                                               functools.cache(frozen.load_frozen_minilm)))
         for module in ("gambar.pipeline", "gambar.commands.generate", "gambar.commands.sheet",

@@ -16,7 +16,7 @@ from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.model_dir import MANIFEST, model_sha256, verify_model_dir
 from gambar.pipeline import builtin_models
 from gambar.registry import is_generator, model_class, pipeline_class, task_factory
-from gambar.samplers.schedule import NoiseSchedule
+from gambar.schedule import NoiseSchedule
 from helpers_models import make_tiny_pipeline
 
 # Recorded in the provenance of every image made with the built-in model; --replay compares it.

@@ -131,7 +131,9 @@ def test_matches_diffusers(name: str, kind: str, steps: int, net: TinyVNet) -> N
     if name == "ddpm":  # the same per-image generators on both sides (diffusers takes a list)
         step_kw["generator"], ours_kw["generators"] = generators(7, 8), generators(7, 8)
     ref = run_diffusers(name, schedule, net, noise, steps, **step_kw)
-    ours = SAMPLERS[name](as_denoiser(net, schedule, "v"), noise, None, schedule, steps, **ours_kw)
+    ours = SAMPLERS[name](
+        as_denoiser(net, schedule, "v"), noise, None, schedule, schedule.timesteps(steps), **ours_kw
+    )
     # 10 and 25 divide T: otherwise diffusers' DDIM steps to t - T // steps instead of the next
     # timestep it lists (e.g. 966 -> 933, not 932) and differs from the trailing chain by ~1e-2.
     # diffusers' Euler keeps x_ve ~ 2e4 * x in float32 on the cosine schedule's first step and
@@ -148,7 +150,9 @@ def test_ddim_eta_matches_diffusers(kind: str, net: TinyVNet) -> None:
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     ref = run_diffusers("ddim", schedule, net, noise, 10, eta=1.0, generator=generators(3, 4))
     den = as_denoiser(net, schedule, "v")
-    ours = SAMPLERS["ddim"](den, noise, None, schedule, 10, eta=1.0, generators=generators(3, 4))
+    ours = SAMPLERS["ddim"](
+        den, noise, None, schedule, schedule.timesteps(10), eta=1.0, generators=generators(3, 4)
+    )
     assert (ours - ref).abs().max().item() < 1e-4
 
 
@@ -158,9 +162,15 @@ def test_euler_cosine_is_float_exact(net: TinyVNet) -> None:
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     net64 = TinyVNet().double()
     net64.load_state_dict(net.state_dict())
-    ours = SAMPLERS["euler"](as_denoiser(net, schedule, "v"), noise, None, schedule, 10)
-    exact = SAMPLERS["euler"](as_denoiser(net64, schedule, "v"), noise.double(), None, schedule, 10)
-    ddim = SAMPLERS["ddim"](as_denoiser(net64, schedule, "v"), noise.double(), None, schedule, 10)
+    ours = SAMPLERS["euler"](
+        as_denoiser(net, schedule, "v"), noise, None, schedule, schedule.timesteps(10)
+    )
+    exact = SAMPLERS["euler"](
+        as_denoiser(net64, schedule, "v"), noise.double(), None, schedule, schedule.timesteps(10)
+    )
+    ddim = SAMPLERS["ddim"](
+        as_denoiser(net64, schedule, "v"), noise.double(), None, schedule, schedule.timesteps(10)
+    )
     assert (ours.double() - exact).abs().max().item() < 1e-5
     assert (exact - ddim).abs().max().item() < 1e-10
 
@@ -183,7 +193,7 @@ def test_recovers_gaussian(name: str, kind: str) -> None:
         noise,
         None,
         schedule,
-        GAUSSIAN_STEPS[name],
+        schedule.timesteps(GAUSSIAN_STEPS[name]),
         generators=generators(*range(5)),
     )
     # Standard error of the mean is S / sqrt(20480) ~ 0.0035; allow ~4 of them.
@@ -196,7 +206,7 @@ def test_dpmpp_follows_the_exact_flow() -> None:
     of the second-order solver land within 2e-3 of it on every pixel."""
     schedule = NoiseSchedule.cosine()
     z = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    out = SAMPLERS["dpmpp"](gaussian_denoiser(schedule), z, None, schedule, 25)
+    out = SAMPLERS["dpmpp"](gaussian_denoiser(schedule), z, None, schedule, schedule.timesteps(25))
     assert (out - (MU + S * z)).abs().max().item() < 2e-3
 
 
@@ -218,9 +228,11 @@ def test_v_prediction_keeps_dpmpp_stable_from_the_last_cosine_timestep() -> None
 
     z = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     sample = SAMPLERS["dpmpp"]
-    clean = sample(exact, z, None, schedule, 20)
-    via_eps = sample(as_denoiser(eps_model, schedule, "eps"), z, None, schedule, 20)
-    via_v = sample(as_denoiser(v_model, schedule, "v"), z, None, schedule, 20)
+    clean = sample(exact, z, None, schedule, schedule.timesteps(20))
+    via_eps = sample(
+        as_denoiser(eps_model, schedule, "eps"), z, None, schedule, schedule.timesteps(20)
+    )
+    via_v = sample(as_denoiser(v_model, schedule, "v"), z, None, schedule, schedule.timesteps(20))
     assert (via_eps - clean).abs().mean().item() > 100 * err  # blown up: |x| ~ 7 for data ~0.5
     assert (via_v - clean).abs().max().item() < 2 * err  # bounded by the error itself
 
@@ -234,15 +246,29 @@ def test_image_is_the_same_alone_or_in_a_batch(name: str, options: dict[str, Any
     den = gaussian_denoiser(schedule)
     seeds = (11, 12, 13)
     noise = torch.stack([torch.randn(1, 8, 8, generator=g) for g in generators(*seeds)])
-    batch = SAMPLERS[name](den, noise, None, schedule, 20, generators=generators(*seeds), **options)
+    batch = SAMPLERS[name](
+        den, noise, None, schedule, schedule.timesteps(20), generators=generators(*seeds), **options
+    )
     for k, seed in enumerate(seeds):
         alone = SAMPLERS[name](
-            den, noise[k : k + 1], None, schedule, 20, generators=generators(seed), **options
+            den,
+            noise[k : k + 1],
+            None,
+            schedule,
+            schedule.timesteps(20),
+            generators=generators(seed),
+            **options,
         )
         torch.testing.assert_close(batch[k : k + 1], alone, rtol=0, atol=1e-6)
     # ... and the seeds matter: two images with the same start but other seeds differ.
     other = SAMPLERS[name](
-        den, noise, None, schedule, 20, generators=generators(1, 2, 3), **options
+        den,
+        noise,
+        None,
+        schedule,
+        schedule.timesteps(20),
+        generators=generators(1, 2, 3),
+        **options,
     )
     assert (other - batch).abs().max() > 0.1
 
@@ -255,7 +281,7 @@ def test_generators_must_match_the_batch() -> None:
             torch.randn(3, 1, 4, 4),
             None,
             schedule,
-            5,
+            schedule.timesteps(5),
             generators=generators(1, 2),
         )
 
@@ -280,7 +306,7 @@ def test_interface(name: str) -> None:
         x,
         "opaque",
         schedule,
-        7,
+        schedule.timesteps(7),
         generators=generators(1, 2),
         callback=lambda i, total, y: seen.append((i, total, tuple(y.shape))),
     )
@@ -295,7 +321,7 @@ def test_one_step_returns_the_first_prediction(name: str) -> None:
     schedule = NoiseSchedule.cosine()
     den = gaussian_denoiser(schedule)
     z = torch.randn(2, 1, 4, 4)
-    out = SAMPLERS[name](den, z, None, schedule, 1, generators=generators(1, 2))
+    out = SAMPLERS[name](den, z, None, schedule, schedule.timesteps(1), generators=generators(1, 2))
     torch.testing.assert_close(out, den(z, torch.tensor([999, 999]), None))
 
 
@@ -307,7 +333,9 @@ def test_concurrent_requests_do_not_interfere(name: str) -> None:
 
     def request(seed: int) -> torch.Tensor:
         z = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
-        return SAMPLERS[name](den, z, None, schedule, 30, generators=generators(seed))
+        return SAMPLERS[name](
+            den, z, None, schedule, schedule.timesteps(30), generators=generators(seed)
+        )
 
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(request, [1, 2]))
@@ -325,9 +353,14 @@ def test_bad_options_are_user_errors() -> None:
     schedule = NoiseSchedule.cosine(T=100)
     den = gaussian_denoiser(schedule)
     with pytest.raises(InvalidInputError, match="steps"):
-        SAMPLERS["ddim"](den, torch.randn(1, 1, 4, 4), None, schedule, 101)
+        schedule.timesteps(101)
+    for bad in ([5, 7], [100, 3], []):  # rising, past T-1, empty
+        with pytest.raises(ValueError, match="timesteps"):
+            SAMPLERS["ddim"](den, torch.randn(1, 1, 4, 4), None, schedule, bad)
     with pytest.raises(InvalidInputError, match="eta"):
-        SAMPLERS["ddim"](den, torch.randn(1, 1, 4, 4), None, schedule, 10, eta=-0.5)
+        SAMPLERS["ddim"](
+            den, torch.randn(1, 1, 4, 4), None, schedule, schedule.timesteps(10), eta=-0.5
+        )
 
 
 # ---- 4. guidance ------------------------------------------------------------------------------
@@ -378,8 +411,10 @@ def test_negative_prompt_rides_in_the_unconditional_branch() -> None:
     prompt, empty, negative = encode([0.2, 0.4], 5), encode([0.0, 0.0], 2), encode([0.9, 0.9], 7)
     z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     guided = classifier_free(den, 4.0)
-    plain = SAMPLERS["ddim"](guided, z, (prompt, empty), schedule, 10)
-    with_negative = SAMPLERS["ddim"](guided, z, (prompt, negative), schedule, 10)
+    plain = SAMPLERS["ddim"](guided, z, (prompt, empty), schedule, schedule.timesteps(10))
+    with_negative = SAMPLERS["ddim"](
+        guided, z, (prompt, negative), schedule, schedule.timesteps(10)
+    )
     assert (plain - with_negative).abs().min() > 0.5  # pushed away from the negative prompt
 
 
@@ -399,3 +434,26 @@ def test_dynamic_threshold() -> None:
     # .item() on both sides: pytest 9 refuses a 0-d tensor inside approx (it did on a fresh CI).
     assert out[0, 500].item() == pytest.approx(x0[0, 500].item() / 2.7, rel=1e-2)
     torch.testing.assert_close(out[1], x0[1])  # already within [-1, 1]: untouched
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler"])
+def test_a_tail_of_the_timesteps_continues_part_way(name: str) -> None:
+    """img2img's contract: sampling timesteps[k:] from the state after step k-1 ends where the
+    full run ends (one-step samplers carry no history), and the first call sees timesteps[k]."""
+    schedule = NoiseSchedule.cosine()
+    den = gaussian_denoiser(schedule)
+    ts = schedule.timesteps(10)
+    z = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    states: list[torch.Tensor] = []
+    full = SAMPLERS[name](
+        den, z, None, schedule, ts, callback=lambda i, total, x: states.append(x.clone())
+    )
+    seen: list[int] = []
+
+    def spy(x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        seen.append(int(t[0]))
+        return den(x, t, cond)
+
+    tail = SAMPLERS[name](spy, states[3], None, schedule, ts[4:])
+    torch.testing.assert_close(tail, full, rtol=1e-4, atol=1e-5)
+    assert seen == ts[4:].tolist()

@@ -11,10 +11,11 @@ from gambar.samplers.ddpm import sample_ddpm
 from gambar.samplers.dpmpp import sample_dpmpp
 from gambar.samplers.euler import sample_euler
 from gambar.samplers.guidance import classifier_free, dynamic_threshold
-from gambar.samplers.schedule import NoiseSchedule
+from gambar.schedule import NoiseSchedule
 
-# Every entry is called as sampler(denoise, x, cond, schedule, steps, *, generators=None,
-# callback=None, **options) -> samples; only ddim takes an option (eta).
+# Every entry is called as sampler(denoise, x, cond, schedule, timesteps, *, generators=None,
+# callback=None, **options) -> samples, timesteps descending (schedule.timesteps(steps), or a
+# tail of it to start part-way); only ddim takes an option (eta).
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,

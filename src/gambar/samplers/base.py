@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import torch
 
-from gambar.samplers.schedule import NoiseSchedule
+from gambar.schedule import NoiseSchedule
 
 # denoise(x (B, C, H, W), t (B,) long timesteps, cond) -> x0_hat (B, C, H, W): the *data*
 # prediction in VP space. Samplers never see eps or v; the model wrapper converts (as_denoiser).
@@ -62,6 +62,21 @@ def check_generators(x: torch.Tensor, generators: Sequence[torch.Generator] | No
     """Fail before the first model call, not midway, when generators do not match the batch."""
     if generators is not None and len(generators) != x.shape[0]:
         raise ValueError(f"got {len(generators)} generators for a batch of {x.shape[0]} images")
+
+
+def check_timesteps(schedule: NoiseSchedule, timesteps: Sequence[int] | torch.Tensor
+                    ) -> torch.Tensor:
+    """The sampling timesteps as a 1-D long tensor: strictly decreasing, within the schedule.
+
+    Every sampler takes this list rather than a step count, so a run may start part-way down:
+    img2img (SDEdit, Meng et al. 2022) passes `schedule.timesteps(n)[k:]` with x the input
+    image noised to timesteps[0]; the full list starts from pure noise at T-1."""
+    ts = torch.as_tensor(timesteps, dtype=torch.long).cpu()
+    if ts.ndim != 1 or ts.numel() == 0:
+        raise ValueError(f"timesteps must be a non-empty 1-D list, got shape {tuple(ts.shape)}")
+    if not bool((ts[1:] < ts[:-1]).all()) or ts[-1] < 0 or ts[0] >= schedule.num_timesteps:
+        raise ValueError(f"timesteps must decrease strictly within [0, {schedule.num_timesteps})")
+    return ts
 
 
 def signal_levels(schedule: NoiseSchedule, timesteps: torch.Tensor) -> list[float]:

@@ -12,11 +12,12 @@ from gambar.samplers.base import (
     Callback,
     Denoiser,
     check_generators,
+    check_timesteps,
     fresh_noise,
     signal_levels,
     timestep_batch,
 )
-from gambar.samplers.schedule import NoiseSchedule
+from gambar.schedule import NoiseSchedule
 
 
 @torch.no_grad()
@@ -25,13 +26,13 @@ def sample_ddim(
     x: torch.Tensor,
     cond: Any,
     schedule: NoiseSchedule,
-    steps: int,
+    timesteps: torch.Tensor,
     *,
     eta: float = 0.0,
     generators: Sequence[torch.Generator] | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. 12); x: (B, C, H, W) noise at t = T-1 -> samples (B, C, H, W).
+    """DDIM (Song et al. 2021, eq. 12); x: (B, C, H, W) at timesteps[0] -> samples (B, C, H, W).
 
     eta scales the fresh noise: 0 is the deterministic ODE-like sampler, 1 gives DDPM's posterior
     variance (eq. 16). Fresh noise for image k comes from generators[k].
@@ -39,7 +40,7 @@ def sample_ddim(
     if not 0.0 <= eta <= 1.0:
         raise InvalidInputError(f"eta must be between 0 and 1, got {eta}")
     check_generators(x, generators)
-    timesteps = schedule.timesteps(steps)
+    timesteps = check_timesteps(schedule, timesteps)
     ab = signal_levels(schedule, timesteps)  # the last level is 1: the final step lands on x0
     total = len(timesteps)
     for i, t in enumerate(timesteps.tolist()):

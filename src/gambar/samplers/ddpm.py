@@ -11,11 +11,12 @@ from gambar.samplers.base import (
     Callback,
     Denoiser,
     check_generators,
+    check_timesteps,
     fresh_noise,
     signal_levels,
     timestep_batch,
 )
-from gambar.samplers.schedule import NoiseSchedule
+from gambar.schedule import NoiseSchedule
 
 
 @torch.no_grad()
@@ -24,19 +25,19 @@ def sample_ddpm(
     x: torch.Tensor,
     cond: Any,
     schedule: NoiseSchedule,
-    steps: int,
+    timesteps: torch.Tensor,
     *,
     generators: Sequence[torch.Generator] | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Ancestral DDPM (Ho et al. 2020, eq. 6-7); x: (B, C, H, W) noise -> samples (B, C, H, W).
+    """Ancestral DDPM (Ho et al. 2020, eq. 6-7); x: (B, C, H, W) at timesteps[0] -> (B, C, H, W).
 
     Each step draws from the Gaussian posterior q(x_prev | x_t, x0_hat) between consecutive
     sampling timesteps, with the "fixed_small" variance beta-tilde, as diffusers' DDPMScheduler
     does for num_inference_steps < T. Fresh noise for image k comes from generators[k].
     """
     check_generators(x, generators)
-    timesteps = schedule.timesteps(steps)
+    timesteps = check_timesteps(schedule, timesteps)
     ab = signal_levels(schedule, timesteps)
     total = len(timesteps)
     for i, t in enumerate(timesteps.tolist()):

@@ -8,8 +8,15 @@ from typing import Any
 
 import torch
 
-from gambar.samplers.base import Callback, Denoiser, check_generators, signal_levels, timestep_batch
-from gambar.samplers.schedule import NoiseSchedule
+from gambar.samplers.base import (
+    Callback,
+    Denoiser,
+    check_generators,
+    check_timesteps,
+    signal_levels,
+    timestep_batch,
+)
+from gambar.schedule import NoiseSchedule
 
 
 @torch.no_grad()
@@ -18,12 +25,12 @@ def sample_dpmpp(
     x: torch.Tensor,
     cond: Any,
     schedule: NoiseSchedule,
-    steps: int,
+    timesteps: torch.Tensor,
     *,
     generators: Sequence[torch.Generator] | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, alg. 2); x: (B, C, H, W) noise -> samples (B, C, H, W).
+    """DPM-Solver++(2M) (Lu et al. 2022, alg. 2); x: (B, C, H, W) at timesteps[0] -> (B, C, H, W).
 
     First order on the first step (no history yet) and on the last, which goes to sigma = 0 and
     so returns the final x0 prediction, as diffusers' lower_order_final / final_sigmas_type="zero".
@@ -34,7 +41,7 @@ def sample_dpmpp(
     ab = 2e-9); a v-parametrised one into sigma * d <= d (Salimans & Ho 2022). Prefer v.
     """
     check_generators(x, generators)
-    timesteps = schedule.timesteps(steps)
+    timesteps = check_timesteps(schedule, timesteps)
     ab = signal_levels(schedule, timesteps)
     total = len(timesteps)
     prev_x0: torch.Tensor | None = None

@@ -7,8 +7,15 @@ from typing import Any
 
 import torch
 
-from gambar.samplers.base import Callback, Denoiser, check_generators, signal_levels, timestep_batch
-from gambar.samplers.schedule import NoiseSchedule
+from gambar.samplers.base import (
+    Callback,
+    Denoiser,
+    check_generators,
+    check_timesteps,
+    signal_levels,
+    timestep_batch,
+)
+from gambar.schedule import NoiseSchedule
 
 
 @torch.no_grad()
@@ -17,13 +24,13 @@ def sample_euler(
     x: torch.Tensor,
     cond: Any,
     schedule: NoiseSchedule,
-    steps: int,
+    timesteps: torch.Tensor,
     *,
     generators: Sequence[torch.Generator] | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Euler on the probability-flow ODE dx/dsigma = (x - x0_hat) / sigma in VE coordinates
-    (Karras et al. 2022, alg. 1 without 2nd-order correction); x: (B, C, H, W) VP noise.
+    (Karras et al. 2022, alg. 1 without 2nd-order correction); x: (B, C, H, W) VP, at timesteps[0].
 
     sigma = sqrt((1 - ab) / ab) and x_ve = x_vp / sqrt(ab) = x_vp sqrt(1 + sigma^2); the last
     step goes to sigma = 0. Mathematically this equals DDIM with eta = 0 (Song et al. 2021,
@@ -31,7 +38,7 @@ def sample_euler(
     Deterministic: `generators` is accepted for a uniform sampler signature and never used.
     """
     check_generators(x, generators)
-    timesteps = schedule.timesteps(steps)
+    timesteps = check_timesteps(schedule, timesteps)
     sigmas = [((1 - a) / a) ** 0.5 for a in signal_levels(schedule, timesteps)]  # ends at 0
     total = len(timesteps)
     x = x * (1 + sigmas[0] ** 2) ** 0.5  # VP -> VE

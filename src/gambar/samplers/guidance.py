@@ -8,15 +8,16 @@ from typing import Any
 import torch
 
 from gambar.samplers.base import Denoiser
-from gambar.text import Encoded
 
 Merge = Callable[[Sequence[Any]], Any]
 
 
 def merge_conds(parts: Sequence[Any]) -> Any:
-    """Concatenate conditionings along the batch: Encoded (padding L) or plain tensors."""
-    if all(isinstance(p, Encoded) for p in parts):
-        return Encoded.cat(parts)
+    """Concatenate conditionings along the batch: tensors, or objects of one type with a `cat`
+    classmethod (text.Encoded pads its length); samplers know no conditioning type by name."""
+    kind = type(parts[0])
+    if all(type(p) is kind for p in parts) and callable(getattr(kind, "cat", None)):
+        return kind.cat(parts)
     if all(isinstance(p, torch.Tensor) for p in parts):
         return torch.cat(list(parts))
     kinds = ", ".join(sorted({type(p).__name__ for p in parts}))

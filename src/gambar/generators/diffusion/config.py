@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gambar.config import check_range
 from gambar.errors import InvalidInputError
-from gambar.samplers.schedule import MAX_TIMESTEPS
+from gambar.schedule import MAX_TIMESTEPS
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,7 @@ from torch import nn
 
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.unet import UNet, UNetConfig
-from gambar.samplers.base import Denoiser, as_denoiser
-from gambar.samplers.schedule import NoiseSchedule
+from gambar.schedule import NoiseSchedule
 from gambar.text.base import Encoded, TextEncoder
 
 
@@ -47,11 +46,6 @@ class DiffusionModel(nn.Module):
         if not isinstance(cond, Encoded):
             cond = self.encode(cond, None)
         return self.unet(x, t, cond.states, cond.mask, cond.pooled)
-
-
-def make_denoiser(model: DiffusionModel, schedule: NoiseSchedule, prediction: str) -> Denoiser:
-    """Wrap the network in the samplers' contract: (x_t, t, cond) -> x0 estimate."""
-    return as_denoiser(model, schedule, prediction)  # type: ignore[arg-type]
 
 
 def diffusion_loss(

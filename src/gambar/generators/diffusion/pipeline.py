@@ -16,7 +16,7 @@ import gambar
 from gambar.config import dataclass_from_dict
 from gambar.errors import InvalidInputError, shown
 from gambar.generators.diffusion.config import DiffusionConfig
-from gambar.generators.diffusion.model import DiffusionModel, build_schedule, make_denoiser
+from gambar.generators.diffusion.model import DiffusionModel, build_schedule
 from gambar.generators.diffusion.unet import UNetConfig
 from gambar.model_dir import (
     config_error,
@@ -26,7 +26,7 @@ from gambar.model_dir import (
     verify_model_dir,
 )
 from gambar.pipeline import Generated, Progress
-from gambar.samplers import get_sampler
+from gambar.samplers import as_denoiser, get_sampler
 from gambar.samplers.guidance import classifier_free
 from gambar.seeding import check_seed, generators_for, initial_noise
 from gambar.text.base import Encoded
@@ -101,7 +101,8 @@ class DiffusionPipeline:
         self.sha256 = sha256
         self.extra = extra or {}
         self.defaults = {**DEFAULTS, "size": cfg.image_size, **self.extra.get("defaults", {})}
-        self._denoise = make_denoiser(self.model, self.schedule, cfg.prediction)
+        # The samplers' contract, (x_t, t, cond) -> x0 estimate, met here and nowhere else.
+        self._denoise = as_denoiser(self.model, self.schedule, cfg.prediction)  # type: ignore[arg-type]
         self._stride = model.unet.cfg.stride
 
     # ---- saving and loading -------------------------------------------------------------
@@ -240,8 +241,8 @@ class DiffusionPipeline:
                         denoise, c = self._denoise, cond
                     else:
                         denoise, c = classifier_free(self._denoise, guidance), (cond, uncond)
-                    x = sample(denoise, x, c, self.schedule, steps, generators=gens,
-                               callback=on_step, **options)
+                    x = sample(denoise, x, c, self.schedule, self.schedule.timesteps(steps),
+                               generators=gens, callback=on_step, **options)
                     for k, img in enumerate(x):
                         prov = self.provenance(
                             chunk[k], negative_prompt, chunk_seeds[k], start + k, len(prompts),
