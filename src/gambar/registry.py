@@ -21,6 +21,11 @@ GENERATORS: dict[str, tuple[str, str]] = {
         "gambar.generators.diffusion.training:DiffusionTask",
     ),
 }
+# generator family -> its Options class, in a torch-free module: the CLI builds its flags from
+# these without importing any model code.
+OPTIONS: dict[str, str] = {
+    "diffusion": "gambar.generators.diffusion.options:DiffusionOptions",
+}
 EVALUATORS: dict[str, tuple[str, str]] = {
     # Loaded by gambar.contrastive.load_contrastive (gambar evaluate --clip), never by load().
     "contrastive": (
@@ -65,6 +70,31 @@ def pipeline_class(family: str, *, model: str = "") -> Any:
             f"images (gambar evaluate MODEL --clip {model}) but cannot draw them; "
             f"use a {' or '.join(sorted(GENERATORS))} model such as default")
     return _resolve(GENERATORS[family][0])
+
+
+def options_class(family: str) -> Any:
+    """A generator family's Options class (torch-free import)."""
+    if family not in OPTIONS:
+        _entry(family)  # an unknown family: its own message
+        raise InvalidInputError(f"{family!r} models draw nothing and have no generation options")
+    return _resolve(OPTIONS[family])
+
+
+def all_options() -> dict[str, Any]:
+    """Every registered generator family's Options class, by family."""
+    return {family: options_class(family) for family in GENERATORS}
+
+
+def register_generator(family: str, pipeline: str, task: str, options: str) -> None:
+    """Add a generator family ("module:Class" references, imported when first used). The
+    built-in families are listed above; this is for families defined outside gambar (tests,
+    plug-ins). Registering a name twice with other references is an error."""
+    entry = (pipeline, task)
+    if family in EVALUATORS or GENERATORS.get(family, entry) != entry or (
+            OPTIONS.get(family, options) != options):
+        raise ValueError(f"family {family!r} is already registered differently")
+    GENERATORS[family] = entry
+    OPTIONS[family] = options
 
 
 def task_factory(family: str) -> Callable[[dict[str, Any]], Any]:

@@ -1,0 +1,153 @@
+"""Named inputs besides the prompt: an init image (img2img), a mask (inpainting), a layout
+(boxes with what goes in them), a reference image (variations).
+
+A family declares which it accepts (`Pipeline.inputs`); the CLI reads them from files
+(`--init`, `--mask`, `--layout`, `--image`), the server from base64/JSON fields, and both hand
+`generate` the same decoded values. Each input's `digest` (sha256 of its content, not of the
+file's bytes, so re-saving a PNG keeps it) goes into the image's provenance; replay checks it.
+
+Torch-free: the server checks inputs before queueing a job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from gambar.errors import InvalidInputError, shown
+from gambar.imaging import open_image
+
+# name -> what it holds (for help texts and errors)
+INPUTS: dict[str, str] = {
+    "init": "an image to start from (img2img); how much changes is the 'strength' option",
+    "mask": "a mask image: white where to draw anew, black where to keep the init image",
+    "layout": "a JSON layout: {\"objects\": [{\"box\": [x0, y0, x1, y1], \"label\": \"...\"}]}, "
+              "box corners as fractions of the side (0..1), top-left origin",
+    "image": "a reference image whose content new images share (variations)",
+}
+MAX_LAYOUT_OBJECTS = 16
+MAX_LABEL_CHARS = 100
+MAX_LAYOUT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Box:
+    """One layout object: a box in fractions of the image side, and what goes in it."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    objects: tuple[Box, ...]
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "the layout") -> Layout:
+        """A checked Layout from parsed JSON; a one-line error naming what is wrong."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("objects"), list):
+            raise InvalidInputError(f'{where} must be a JSON object {{"objects": [...]}}')
+        items = data["objects"]
+        if not 1 <= len(items) <= MAX_LAYOUT_OBJECTS:
+            raise InvalidInputError(
+                f"{where} must hold 1 to {MAX_LAYOUT_OBJECTS} objects, not {len(items)}")
+        boxes = []
+        for k, item in enumerate(items):
+            at = f"{where}: object {k}"
+            if not isinstance(item, Mapping):
+                raise InvalidInputError(f"{at} must be an object with 'box' and 'label'")
+            box, label = item.get("box"), item.get("label", "")
+            if (not isinstance(box, list) or len(box) != 4
+                    or not all(type(v) in (int, float) and math.isfinite(v) for v in box)):
+                raise InvalidInputError(f"{at}: 'box' must be four numbers [x0, y0, x1, y1]")
+            x0, y0, x1, y1 = (float(v) for v in box)
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise InvalidInputError(
+                    f"{at}: box {shown(box)} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+            if not isinstance(label, str) or len(label) > MAX_LABEL_CHARS:
+                raise InvalidInputError(
+                    f"{at}: 'label' must be text of at most {MAX_LABEL_CHARS} characters")
+            boxes.append(Box(x0, y0, x1, y1, label))
+        return cls(tuple(boxes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"objects": [{"box": [b.x0, b.y0, b.x1, b.y1], "label": b.label}
+                            for b in self.objects]}
+
+
+def digest(value: Image.Image | Layout) -> str:
+    """sha256 of an input's content: an image's mode, size and pixels; a layout's canonical
+    JSON. The same content gives the same digest however the file was encoded."""
+    h = hashlib.sha256()
+    if isinstance(value, Layout):
+        h.update(json.dumps(value.to_json(), sort_keys=True, separators=(",", ":")).encode())
+    else:
+        h.update(f"{value.mode} {value.width}x{value.height}\n".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
+def check_names(given: Mapping[str, Any], accepted: frozenset[str], family: str) -> None:
+    """Refuse an input the family does not take (one line naming what it does take)."""
+    for name in given:
+        if name not in INPUTS:
+            raise InvalidInputError(f"unknown input {shown(name)}; inputs are: "
+                                    f"{', '.join(INPUTS)}")
+        if name not in accepted:
+            takes = ", ".join(sorted(accepted)) or "none"
+            raise InvalidInputError(f"a {family} model takes no {name!r} input (it takes: "
+                                    f"{takes})")
+
+
+# An input is resized to the model's side (<= 256 px): 16 MP is ample, and bounds the memory one
+# request's decoding may take.
+MAX_INPUT_PIXELS = 4096 * 4096
+
+
+def read_input(name: str, path: str | Path) -> Image.Image | Layout:
+    """An input from a file, as the CLI's --init/--mask/--layout/--image give it."""
+    path = Path(path)
+    if name == "layout":
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read --layout {path}: {exc.strerror}") from None
+        return parse_layout(raw, f"--layout {path}")
+    return open_image(path, f"--{name} {path}", max_pixels=MAX_INPUT_PIXELS)
+
+
+def parse_layout(raw: bytes | str, where: str) -> Layout:
+    if len(raw) > MAX_LAYOUT_BYTES:
+        raise InvalidInputError(f"{where} is over {MAX_LAYOUT_BYTES // 1024} KB")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidInputError(f"{where} is not valid JSON") from None
+    return Layout.from_json(data, where)
+
+
+def decode_input(name: str, value: Any) -> Image.Image | Layout:
+    """An input from a request body: base64 PNG/JPEG for images, a JSON object for a layout."""
+    where = f"input {name!r}"
+    if name == "layout":
+        return Layout.from_json(value, where)
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{where} must be a base64-encoded image")
+    text = value.split(",", 1)[1] if value.startswith("data:") else value  # a data: URL
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError(f"{where} is not valid base64") from None
+    return open_image(data, where, max_pixels=MAX_INPUT_PIXELS)
