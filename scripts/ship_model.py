@@ -4,14 +4,14 @@
     python scripts/ship_model.py runs/contrastive/model src/gambar/weights/contrastive
     python scripts/ship_model.py runs/default/model src/gambar/weights/default --default steps=12
 
-`--default KEY=VALUE` sets a sampling default of the shipped model (steps, guidance, sampler,
-precision), chosen by measurement after training (benchmarks/sampler_settings.py); it is stored
-in config.json, so the model hash covers it. Weights are rounded to fp16 for storage (loading
-gives fp32 again); the model card (README.md) already in the destination is kept; SHA256SUMS,
-the manifest every load checks, is written with the files. The new directory is loaded back
-(every check a user's load makes) and only then replaces the old one, atomically; a bad
---default value is a one-line error that leaves the old one in place. Prints the new model hash
-and the size of the weights.
+`--default KEY=VALUE` sets a generation default of the shipped model (any of its family's
+options: steps, guidance, sampler, precision ...), chosen by measurement after training
+(benchmarks/sampler_settings.py); it is stored in config.json, so the model hash covers it.
+Weights are rounded to fp16 for storage (loading gives fp32 again); the model card (README.md)
+already in the destination is kept; SHA256SUMS, the manifest every load checks, is written with
+the files. The new directory is loaded back (every check a user's load makes) and only then
+replaces the old one, atomically; a bad --default value is a one-line error that leaves the old
+one in place. Prints the new model hash and the size of the weights.
 """
 
 from __future__ import annotations
@@ -27,17 +27,15 @@ import torch
 
 from gambar.errors import GambarError
 from gambar.fsutil import replace_dir
-from gambar.generators.diffusion.pipeline import DEFAULTS
 from gambar.model_dir import MANIFEST, WEIGHTS, read_config
-from gambar.registry import model_class
+from gambar.registry import is_generator, model_class
 
 
 def parse_default(text: str) -> tuple[str, object]:
     """"steps=12" -> ("steps", 12); "sampler=ddim" -> ("sampler", "ddim")."""
     key, sep, value = text.partition("=")
-    if not sep or key not in DEFAULTS:
-        raise argparse.ArgumentTypeError(
-            f"expected KEY=VALUE with KEY one of {', '.join(DEFAULTS)}, got {text!r}")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -50,7 +48,8 @@ def main() -> int:
     parser.add_argument("dest", type=Path, help="the built-in model directory to write")
     parser.add_argument("--default", type=parse_default, action="append", default=[],
                         metavar="KEY=VALUE",
-                        help=f"a sampling default to store ({', '.join(DEFAULTS)}); repeatable")
+                        help="a generation default to store: one of the family's options "
+                        "(e.g. steps, guidance, sampler); repeatable")
     args = parser.parse_args()
     try:
         family = read_config(args.source)["family"]
@@ -58,9 +57,14 @@ def main() -> int:
     except GambarError as exc:
         parser.exit(2, f"error: {exc}\n")
     if args.default:
-        if family != "diffusion":
-            parser.error(f"--default applies to diffusion models, not {family}")
-        model.extra["defaults"] = {**model.extra.get("defaults", {}), **dict(args.default)}
+        if not is_generator(family):
+            parser.error(f"--default applies to image generators, not {family} models")
+        defaults = {**model.extra.get("defaults", {}), **dict(args.default)}
+        try:  # the family's Options check names, types and bounds, as at load time
+            model.default_options.with_changes(defaults, where=str(args.source))
+        except GambarError as exc:
+            parser.exit(2, f"error: {exc}\n")
+        model.extra["defaults"] = defaults
     args.dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dest.parent) as tmp:
         staged = Path(tmp) / args.dest.name

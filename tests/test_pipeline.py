@@ -2,9 +2,11 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import gambar
 from gambar.errors import CorruptFileError, InvalidInputError, ModelNotFoundError
+from gambar.inputs import digest
 from gambar.provenance import read_provenance, save_png
 from helpers_models import make_tiny_pipeline
 
@@ -97,7 +99,7 @@ def test_a_model_at_the_largest_size_a_recipe_accepts_loads(tmp_path):
     tiny = make_tiny_pipeline()
     DiffusionPipeline(tiny.model, tiny.text, DiffusionConfig(image_size=MAX_SAMPLE_SIZE)
                       ).save(tmp_path / "m")
-    assert gambar.load(tmp_path / "m").defaults["size"] == MAX_SAMPLE_SIZE
+    assert gambar.load(tmp_path / "m").default_options.size == MAX_SAMPLE_SIZE
 
 
 @pytest.mark.parametrize(
@@ -106,13 +108,17 @@ def test_a_model_at_the_largest_size_a_recipe_accepts_loads(tmp_path):
         ({"prompts": [""]}, "prompt is empty"),
         ({"prompts": ["x" * 501]}, "limit is 500"),
         ({"size": 30}, "size must be a multiple"),
-        ({"size": 1024}, "size must be a multiple"),
+        ({"size": 1024}, "size must be between 8 and 256"),
         ({"steps": 0}, "steps must be between"),
         ({"guidance": -1.0}, "guidance must be between"),
         ({"sampler": "plms"}, "unknown sampler"),
         ({"seeds": [-1]}, "seed must be between"),
         ({"batch_size": 0}, "batch size must be"),
-        ({"precision": "fp16"}, "precision must be one of"),
+        ({"precision": "fp16"}, "unknown precision 'fp16'; choose one of: fp32, bf16"),
+        ({"eta": 0.5}, "eta applies to the ddim sampler only"),
+        ({"stepz": 3}, "option 'stepz' does not apply.*did you mean 'steps'"),
+        ({"strength": 0.5}, "strength applies to img2img only"),
+        ({"inputs": {"layout": None}}, "takes no 'layout' input"),
     ],
 )
 def test_bad_options_give_clear_errors(pipe, kwargs, message):
@@ -152,3 +158,50 @@ def test_saving_one_model_twice_gives_the_same_bytes_and_hash(tmp_path):
     blobs = {(tmp_path / f"m{k}" / "model.safetensors").read_bytes() for k in range(8)}
     assert len(blobs) == 1
     assert len({gambar.load(tmp_path / f"m{k}").sha256 for k in range(8)}) == 1
+
+
+# ---- named inputs: img2img and inpainting --------------------------------------------------
+
+
+def _init_image(pipe):
+    (gen,) = pipe.generate(["a red circle"], seeds=[21], steps=4, progress=False)
+    return gen.image
+
+
+def test_img2img_keeps_more_of_the_init_image_at_low_strength(pipe):
+    init = _init_image(pipe)
+    base = np.asarray(init, dtype=np.int16)
+    light, heavy = (pipe.generate(["three blue stars"], seeds=[5], steps=10, strength=s,
+                                  inputs={"init": init}, progress=False)[0]
+                    for s in (0.2, 1.0))
+    assert np.abs(pixels(light) - base).mean() < np.abs(pixels(heavy) - base).mean() / 2
+    assert light.provenance["strength"] == 0.2
+    assert light.provenance["inputs"] == {"init": digest(init)}
+    # A batch draws each image as it would alone (per-image seeds), inputs included.
+    batch = pipe.generate(["three blue stars", "a red circle"], seeds=[5, 6], steps=10,
+                          strength=0.2, inputs={"init": init}, progress=False)
+    assert np.array_equal(pixels(batch[0]), pixels(light))
+
+
+def test_img2img_runs_only_the_redrawn_share_of_the_steps(pipe):
+    seen = []
+    pipe.generate(["a red circle"], seeds=[1], steps=10, strength=0.3,
+                  inputs={"init": _init_image(pipe)}, progress=lambda d, t: seen.append(t))
+    assert set(seen) == {3}
+    with pytest.raises(InvalidInputError, match="redraws nothing"):
+        pipe.generate(["a red circle"], seeds=[1], steps=3, strength=0.2,
+                      inputs={"init": _init_image(pipe)}, progress=False)
+
+
+def test_inpainting_keeps_the_unmasked_pixels_exactly(pipe):
+    init = _init_image(pipe)
+    mask = Image.new("L", init.size, 0)
+    mask.paste(255, (init.width // 2, 0, init.width, init.height))  # redraw the right half
+    (gen,) = pipe.generate(["three blue stars"], seeds=[8], steps=6, strength=1.0,
+                           inputs={"init": init, "mask": mask}, progress=False)
+    half = init.width // 2
+    assert np.array_equal(pixels(gen)[:, :half], np.asarray(init, dtype=np.int16)[:, :half])
+    assert not np.array_equal(pixels(gen)[:, half:], np.asarray(init, dtype=np.int16)[:, half:])
+    assert set(gen.provenance["inputs"]) == {"init", "mask"}
+    with pytest.raises(InvalidInputError, match="a mask needs an init image"):
+        pipe.generate(["a red circle"], seeds=[1], inputs={"mask": mask}, progress=False)

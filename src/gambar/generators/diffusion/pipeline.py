@@ -1,10 +1,14 @@
-"""Pixel-space diffusion as a Pipeline: load/save a model directory, generate with provenance."""
+"""Pixel-space diffusion as a Pipeline: load/save a model directory, generate with provenance.
+
+This file is where the family's networks meet the samplers (DESIGN.md): the model code never
+imports a sampler, the samplers never import a model.
+"""
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from gambar.config import dataclass_from_dict
 from gambar.errors import InvalidInputError, shown
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule
+from gambar.generators.diffusion.options import MAX_SIZE, DiffusionOptions
 from gambar.generators.diffusion.unet import UNetConfig
 from gambar.model_dir import (
     config_error,
@@ -25,24 +30,22 @@ from gambar.model_dir import (
     save_model_dir,
     verify_model_dir,
 )
-from gambar.pipeline import Generated, Progress
-from gambar.samplers import as_denoiser, get_sampler
+from gambar.pipeline import (
+    Generated,
+    Progress,
+    check_request,
+    common_provenance,
+    input_provenance,
+)
+from gambar.samplers import Denoiser, as_denoiser, get_sampler
 from gambar.samplers.guidance import classifier_free
-from gambar.seeding import check_seed, generators_for, initial_noise
+from gambar.seeding import generators_for, initial_noise
 from gambar.text.base import Encoded
-from gambar.text.checks import check_encodable, check_prompt
+from gambar.text.checks import check_encodable
 from gambar.text.setup import TextSetup
 
-MAX_PROMPT_CHARS = 500
-MAX_SIZE = 256  # the largest side sampled: a CPU draws 256 px at 16x the cost of 64 px
-MAX_STEPS = 1000
-MAX_GUIDANCE = 50.0
-# Measured on the default model (benchmarks/sampler_settings.py, 40 prompts): DPM-Solver++(2M)
-# at 20 steps scores 0.30-0.31 like DDIM at 100 steps (0.31) in a fifth of the time; 10 steps
-# drop to 0.23. Guidance 2 scored 0.31, 4 scored 0.30, 6 scored 0.24, 1 (off) scored 0.11.
-DEFAULTS: dict[str, Any] = {"sampler": "dpmpp", "steps": 20, "guidance": 2.0, "precision": "fp32"}
-# Network arithmetic: "bf16" runs convolutions and matmuls under bfloat16 autocast (the sampler's
-# own arithmetic stays fp32). Faster on CPUs with bf16 units; pixels differ by a few levels.
+__all__ = ["MAX_SIZE", "DiffusionPipeline"]
+
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -52,17 +55,24 @@ def _to_image(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-@dataclass(frozen=True)
-class SamplingDefaults:
-    """Keys and types of a pipeline's sampling defaults: DEFAULTS, the size it was trained at,
-    and what config.json's "defaults" sets (scripts/ship_model.py --default KEY=VALUE). Their
-    ranges are generate()'s."""
+def _from_image(image: Image.Image, size: int, mode: str) -> torch.Tensor:
+    """An input image at size x size as (C, H, W): RGB in [-1, 1], or a mask ("L") in [0, 1]."""
+    image = image.convert(mode)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    x = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).float() / 255
+    x = x.reshape(size, size, len(mode)).permute(2, 0, 1)
+    return x * 2 - 1 if mode == "RGB" else x
 
-    sampler: str
-    steps: int
-    guidance: float
-    precision: str
-    size: int
+
+def _keep_known(denoise: Denoiser, init: torch.Tensor, mask: torch.Tensor) -> Denoiser:
+    """Inpainting by x0 replacement: outside the mask (0) the clean estimate is the init image,
+    so every sampler, whose last step returns its x0 estimate, ends exactly on the init pixels
+    there and draws the masked part (1) consistently with them."""
+    def inpainting(x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        return mask * denoise(x, t, cond) + (1 - mask) * init
+
+    return inpainting
 
 
 # Optional config.json entries carried through load and save, and their types.
@@ -89,6 +99,8 @@ class DiffusionPipeline:
     """Text -> encoder -> UNet denoiser + stateless sampler -> image."""
 
     family = "diffusion"
+    Options = DiffusionOptions
+    inputs = frozenset({"init", "mask"})
 
     def __init__(self, model: DiffusionModel, text: TextSetup, cfg: DiffusionConfig,
                  *, name: str = "unsaved", sha256: str = "", extra: dict[str, Any] | None = None
@@ -100,10 +112,14 @@ class DiffusionPipeline:
         self.name = name
         self.sha256 = sha256
         self.extra = extra or {}
-        self.defaults = {**DEFAULTS, "size": cfg.image_size, **self.extra.get("defaults", {})}
+        self._stride = model.unet.cfg.stride
         # The samplers' contract, (x_t, t, cond) -> x0 estimate, met here and nowhere else.
         self._denoise = as_denoiser(self.model, self.schedule, cfg.prediction)  # type: ignore[arg-type]
-        self._stride = model.unet.cfg.stride
+        # The class defaults, at the size the model was trained at, then what config.json sets
+        # (scripts/ship_model.py --default KEY=VALUE): checked like any request.
+        self.default_options = DiffusionOptions(size=cfg.image_size).with_changes(
+            self.extra.get("defaults", {}), where="its stored defaults")
+        self._check_size(self.default_options.size)
 
     # ---- saving and loading -------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -143,78 +159,57 @@ class DiffusionPipeline:
             raise config_error(path, "diffusion model", exc) from None
         model = DiffusionModel(unet_cfg, text.trainable)
         load_weights(path, model)
-        pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
-                   extra=extra)
         try:
+            pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
+                       extra=extra)
             if cfg.get("schedule", pipe.schedule.to_json()) != pipe.schedule.to_json():
                 raise InvalidInputError("'schedule' disagrees with the 'diffusion' settings")
-            pipe._check_defaults()
         except InvalidInputError as exc:
             raise config_error(path, "diffusion model", exc) from None
         return pipe
 
-    def _check_defaults(self) -> None:
-        """The sampling defaults (built-in, then stored) must have the right types and pass
-        generate()'s own checks: one set of bounds for both."""
-        d = dataclass_from_dict(SamplingDefaults, self.defaults, section="defaults")
-        self._check([], [], d.steps, d.guidance, d.sampler, d.size)
-        if d.precision not in PRECISIONS:
-            raise InvalidInputError(
-                f"precision must be one of {', '.join(PRECISIONS)}, not {d.precision!r}")
-
-    # ---- generation ---------------------------------------------------------------------
-    def _check(self, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float,
-               sampler: str, size: int) -> None:
-        if len(prompts) != len(seeds):
-            raise InvalidInputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        for p in prompts:
-            check_prompt(p)
-            if len(p) > MAX_PROMPT_CHARS:
-                raise InvalidInputError(
-                    f"the prompt is {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
-        for s in seeds:
-            check_seed(s)
-        if not 1 <= steps <= MAX_STEPS:
-            raise InvalidInputError(f"steps must be between 1 and {MAX_STEPS}, not {steps}")
-        if not 0 <= guidance <= MAX_GUIDANCE:
-            raise InvalidInputError(
-                f"guidance must be between 0 and {MAX_GUIDANCE}, not {guidance}")
-        get_sampler(sampler)  # raises a one-line error naming the valid samplers
-        if size % self._stride or not self._stride <= size <= MAX_SIZE:
+    def _check_size(self, size: int) -> None:
+        """The UNet's downsampling needs a multiple of its stride (the Options bound the rest)."""
+        if size % self._stride or size < self._stride:
             raise InvalidInputError(
                 f"size must be a multiple of {self._stride} between {self._stride} and {MAX_SIZE} "
                 f"(this model was trained at {self.cfg.image_size}), not {size}")
 
+    # ---- generation ---------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], *, seeds: Sequence[int],
-                 negative_prompt: str = "", steps: int | None = None,
-                 guidance: float | None = None, sampler: str | None = None,
-                 size: int | None = None, eta: float = 0.0, batch_size: int = 8,
-                 precision: str | None = None,
-                 progress: bool | Progress = True) -> list[Generated]:
-        """Draw one image per (prompt, seed). Image k depends only on its own seed."""
-        prompts = list(prompts)
-        steps = int(steps if steps is not None else self.defaults["steps"])
-        guidance = float(guidance if guidance is not None else self.defaults["guidance"])
-        # `is None`, not `or`: an explicit 0 or "" is the user's value, to be checked, not dropped
-        sampler = sampler if sampler is not None else self.defaults["sampler"]
-        size = int(size if size is not None else self.defaults["size"])
-        precision = precision if precision is not None else self.defaults["precision"]
-        self._check(prompts, seeds, steps, guidance, sampler, size)
-        if precision not in PRECISIONS:
-            raise InvalidInputError(
-                f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-        check_encodable(negative_prompt, "the negative prompt")
-        if len(negative_prompt) > MAX_PROMPT_CHARS:
-            raise InvalidInputError(f"the negative prompt is over {MAX_PROMPT_CHARS} characters")
-        if batch_size < 1:
-            raise InvalidInputError(f"batch size must be at least 1, not {batch_size}")
-        if not 0.0 <= eta <= 1.0:  # DDIM's eta: 0 deterministic, 1 ancestral (Song et al. 2021)
-            raise InvalidInputError(f"eta must be between 0 and 1, not {eta}")
-        sample = get_sampler(sampler)
-        options = {"eta": eta} if sampler == "ddim" else {}
-        total = steps * -(-len(prompts) // batch_size)
+                 options: DiffusionOptions | None = None,
+                 inputs: Mapping[str, Any] | None = None, batch_size: int = 8,
+                 progress: bool | Progress = True, **changes: Any) -> list[Generated]:
+        """Draw one image per (prompt, seed). Image k depends only on its own seed.
+
+        `inputs`: "init" (an image to start from, redrawn by `strength`: img2img / SDEdit,
+        Meng et al. 2022) and "mask" (with init: white is drawn anew, black kept)."""
+        prompts, inputs = list(prompts), dict(inputs or {})
+        opts = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
+        self._check_size(opts.size)
+        check_encodable(opts.negative_prompt, "the negative prompt")
+        timesteps = self.schedule.timesteps(opts.steps)
+        init = mask = None
+        if "init" in inputs:
+            init = _from_image(inputs["init"], opts.size, "RGB")
+            # Redraw the last `strength` share of the steps (diffusers' img2img rule).
+            redrawn = int(opts.steps * opts.strength)
+            if redrawn == 0:
+                raise InvalidInputError(
+                    f"strength {opts.strength:g} with {opts.steps} steps redraws nothing; raise "
+                    "the strength or the steps")
+            timesteps = timesteps[opts.steps - redrawn:]
+        elif "strength" in changes:
+            raise InvalidInputError("strength applies to img2img only; give an init image too")
+        if "mask" in inputs:
+            if init is None:
+                raise InvalidInputError("a mask needs an init image (the pixels it keeps)")
+            mask = _from_image(inputs["mask"], opts.size, "L")
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.precision == "bf16")
+        sample = get_sampler(opts.sampler)
+        sampler_options = {"eta": opts.eta} if opts.sampler == "ddim" else {}
+        total = len(timesteps) * -(-len(prompts) // batch_size)
         bar = tqdm(total=total, desc="sampling", unit="step", disable=progress is not True,
                    leave=False)
         done = 0
@@ -227,7 +222,7 @@ class DiffusionPipeline:
                 progress(done, total)
 
         results: list[Generated] = []
-        uncond_text = self.text.encode([negative_prompt], self.model)
+        uncond_text = self.text.encode([opts.negative_prompt], self.model)
         try:
             with autocast:
                 for start in range(0, len(prompts), batch_size):
@@ -236,33 +231,41 @@ class DiffusionPipeline:
                     cond = self.text.encode(chunk, self.model)
                     uncond = Encoded.cat([uncond_text] * len(chunk))
                     gens = generators_for(chunk_seeds)
-                    x = initial_noise((3, size, size), gens)
-                    if guidance == 1.0:
+                    x = initial_noise((3, opts.size, opts.size), gens)
+                    if init is not None:  # the init image, noised to where sampling starts
+                        x = self.schedule.q_sample(init.expand_as(x), timesteps[:1].expand(len(x)),
+                                                   x)
+                    if opts.guidance == 1.0:
                         denoise, c = self._denoise, cond
                     else:
-                        denoise, c = classifier_free(self._denoise, guidance), (cond, uncond)
-                    x = sample(denoise, x, c, self.schedule, self.schedule.timesteps(steps),
-                               generators=gens, callback=on_step, **options)
+                        denoise = classifier_free(self._denoise, opts.guidance)
+                        c = (cond, uncond)
+                    if mask is not None:
+                        denoise = _keep_known(denoise, init, mask)
+                    x = sample(denoise, x, c, self.schedule, timesteps, generators=gens,
+                               callback=on_step, **sampler_options)
                     for k, img in enumerate(x):
-                        prov = self.provenance(
-                            chunk[k], negative_prompt, chunk_seeds[k], start + k, len(prompts),
-                            sampler, steps, guidance, options, size, precision)
-                        results.append(Generated(_to_image(img), prov))
+                        prov = self.provenance(chunk[k], chunk_seeds[k], start + k, len(prompts),
+                                               opts, inputs)
+                        results.append(Generated([_to_image(img)], prov))
         finally:
             bar.close()
         return results
 
-    def provenance(self, prompt: str, negative: str, seed: int, index: int, batch: int,
-                   sampler: str, steps: int, guidance: float, options: dict[str, Any],
-                   size: int, precision: str = "fp32") -> dict[str, Any]:
+    def provenance(self, prompt: str, seed: int, index: int, batch: int,
+                   opts: DiffusionOptions, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Everything needed to reproduce one image (DESIGN.md "Provenance")."""
-        return {
-            "prompt": prompt, "negative_prompt": negative, "seed": int(seed),
-            "index_in_batch": index, "batch_size": batch, "family": self.family,
-            "model_name": self.name, "model_sha256": self.sha256,
-            "text_encoder": self.text.describe(), "sampler": sampler, "steps": steps,
-            "guidance": guidance, "sampler_options": options, "size": size,
-            "precision": precision, "dtype": str(PRECISIONS[precision]).removeprefix("torch."),
+        prov = {
+            **common_provenance(self, prompt, seed, index, batch),
+            "negative_prompt": opts.negative_prompt, "text_encoder": self.text.describe(),
+            "sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance,
+            "sampler_options": {"eta": opts.eta} if opts.sampler == "ddim" else {},
+            "size": opts.size, "precision": opts.precision,
+            "dtype": str(PRECISIONS[opts.precision]).removeprefix("torch."),
             "gambar_version": gambar.__version__,
             "torch_version": torch.__version__, "machine": platform.machine(),
+            **input_provenance(inputs),
         }
+        if "init" in inputs:
+            prov["strength"] = opts.strength
+        return prov
