@@ -13,8 +13,7 @@ import gambar
 from gambar.cli import main
 from gambar.contrastive.model import ContrastiveModel, load_contrastive
 from gambar.errors import CorruptFileError, InvalidInputError
-from gambar.model_dir import MANIFEST, model_sha256, verify_model_dir
-from gambar.pipeline import builtin_models
+from gambar.model_dir import MANIFEST, builtin_models, model_sha256, verify_model_dir
 from gambar.registry import is_generator, model_class, pipeline_class, task_factory
 from gambar.schedule import NoiseSchedule
 from helpers_models import make_tiny_pipeline
@@ -137,7 +136,7 @@ def test_saving_again_into_the_directory_rewrites_the_manifest(model):
     pipe = make_tiny_pipeline()
     pipe.extra["defaults"] = {"steps": 3}
     pipe.save(model)
-    assert gambar.load(model).defaults["steps"] == 3
+    assert gambar.load(model).default_options.steps == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,16 +162,16 @@ BAD_CONFIG = [
     (["diffusion", "schedule_shift"], 0, "diffusion.schedule_shift"),
     (["diffusion", "prediction"], ["v"], "diffusion.prediction"),
     (["diffusion"], [1, 2], "diffusion"),
-    (["defaults", "steps"], "many", "defaults.steps"),
+    (["defaults", "steps"], "many", "steps"),
     (["defaults", "steps"], 0, "steps"),
     (["defaults", "steps"], 5000, "steps"),
-    (["defaults", "guidance"], [1], "defaults.guidance"),
+    (["defaults", "guidance"], [1], "guidance"),
     (["defaults", "guidance"], -1.0, "guidance"),
     (["defaults", "sampler"], "plms", "sampler"),
     (["defaults", "size"], -64, "size"),
     (["defaults", "size"], 30, "size"),
     (["defaults", "precision"], "fp8", "precision"),
-    (["defaults", "stepz"], 3, "defaults.stepz"),
+    (["defaults", "stepz"], 3, "stepz"),
     (["defaults"], [1], "defaults"),
     (["name"], 5, "name"),
     (["text_encoder"], 5, "text_encoder|int"),

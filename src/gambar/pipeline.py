@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
-from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from gambar.errors import InvalidInputError, ModelNotFoundError
+from gambar.errors import InvalidInputError
 from gambar.inputs import check_names as check_input_names
 from gambar.inputs import digest
-from gambar.model_dir import read_config
+from gambar.model_dir import builtin_models, read_config, resolve_model  # noqa: F401 (re-export)
 from gambar.options import Options
 from gambar.seeding import check_seed
 from gambar.text.checks import check_prompt
@@ -106,36 +104,6 @@ def input_provenance(inputs: Mapping[str, Any] | None) -> dict[str, Any]:
     if not inputs:
         return {}
     return {"inputs": {name: digest(value) for name, value in sorted(inputs.items())}}
-
-
-def builtin_models() -> dict[str, Path]:
-    """Models shipped inside the package, by name."""
-    root = Path(str(resources.files("gambar") / "weights"))
-    if not root.is_dir():
-        return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
-
-
-def resolve_model(name_or_path: str | Path) -> Path:
-    """A model name ("default") or a directory -> the directory holding config.json."""
-    if not isinstance(name_or_path, str | PathLike):
-        raise InvalidInputError(f"a model is a name or a directory, not {name_or_path!r}")
-    builtin = builtin_models()
-    if isinstance(name_or_path, str) and name_or_path in builtin:
-        return builtin[name_or_path]
-    path = Path(name_or_path)
-    try:
-        if (path / "config.json").is_file():
-            return path
-        if path.is_dir() and (path / "model" / "config.json").is_file():  # a training run's dir
-            return path / "model"
-    except OSError:  # a name too long, a loop of links: not a model either
-        pass
-    names = ", ".join(builtin) or "none shipped"
-    raise ModelNotFoundError(
-        f"no model named or at {str(name_or_path)!r} (built-in models: {names}; "
-        "a path must be a directory with config.json)"
-    )
 
 
 def load(name_or_path: str | Path = "default") -> Pipeline:

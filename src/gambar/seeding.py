@@ -1,12 +1,17 @@
-"""Per-image randomness: a seed gives the same image whatever the batch it is drawn in."""
+"""Per-image randomness: a seed gives the same image whatever the batch it is drawn in.
+
+Seeds are checked where no model is loaded (the CLI, provenance, request schemas), so torch is
+imported only by the functions that draw noise."""
 
 from __future__ import annotations
 
 import numbers
 import secrets
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MAX_SEED = 2**63 - 1
 
@@ -29,9 +34,13 @@ def check_seed(seed: int) -> int:
 
 def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
     """One CPU generator per image (CPU so that a seed means the same noise on any device)."""
+    import torch
+
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
 def initial_noise(shape: Sequence[int], generators: Sequence[torch.Generator]) -> torch.Tensor:
     """(B, *shape) standard normal noise, image k drawn from generators[k] alone."""
+    import torch
+
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
