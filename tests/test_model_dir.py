@@ -8,12 +8,23 @@ import shutil
 import socket
 
 import pytest
+import torch
+from torch import nn
 
 import gambar
 from gambar.cli import main
 from gambar.contrastive.model import ContrastiveModel, load_contrastive
 from gambar.errors import CorruptFileError, InvalidInputError
-from gambar.model_dir import MANIFEST, builtin_models, model_sha256, verify_model_dir
+from gambar.model_dir import (
+    MANIFEST,
+    builtin_models,
+    load_components,
+    model_sha256,
+    open_model_dir,
+    read_config,
+    save_model_dir,
+    verify_model_dir,
+)
 from gambar.registry import is_generator, model_class, pipeline_class, task_factory
 from gambar.schedule import NoiseSchedule
 from helpers_models import make_tiny_pipeline
@@ -137,6 +148,151 @@ def test_saving_again_into_the_directory_rewrites_the_manifest(model):
     pipe.extra["defaults"] = {"steps": 3}
     pipe.save(model)
     assert gambar.load(model).default_options.steps == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Components: several networks in one directory (a cascade, unCLIP), one hash over all of them
+
+
+def two_parts(seed=0):
+    torch.manual_seed(seed)
+    return {"model": nn.Linear(3, 4), "prior": nn.Sequential(nn.Linear(4, 2), nn.Tanh())}
+
+
+@pytest.fixture
+def cascade(tmp_path):
+    """A saved two-component directory: model.safetensors + prior.safetensors."""
+    path = tmp_path / "cascade"
+    save_model_dir(path, two_parts(), {"family": "toy", "name": "c"})
+    return path
+
+
+def test_two_components_round_trip(cascade):
+    cfg, sha256 = open_model_dir(cascade, family="toy")
+    assert cfg["components"] == {"model": "model.safetensors", "prior": "prior.safetensors"}
+    assert sha256 == model_sha256(cascade)
+    listed = {line.split("  ")[1] for line in (cascade / MANIFEST).read_text().splitlines()}
+    assert listed == {"config.json", "model.safetensors", "prior.safetensors"}
+    loaded = two_parts(seed=1)
+    load_components(cascade, loaded, config=cfg)
+    for name, module in two_parts().items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(loaded[name].state_dict()[key], value), (name, key)
+
+
+@pytest.mark.parametrize("changed", ["model", "prior"])
+def test_the_hash_covers_every_component(cascade, tmp_path, changed):
+    parts = two_parts()
+    with torch.no_grad():
+        next(parts[changed].parameters()).add_(1.0)
+    other = tmp_path / "other"
+    assert save_model_dir(other, parts, {"family": "toy", "name": "c"}) != model_sha256(cascade)
+    # and the same parts saved again give the same hash (nothing but the weights differ)
+    assert save_model_dir(tmp_path / "same", two_parts(), {"family": "toy", "name": "c"}) == (
+        model_sha256(cascade))
+
+
+def relist(path, components):
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["components"] = components
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize(
+    ("change", "asked", "message"),
+    [
+        (lambda m: (m / "prior.safetensors").unlink(), None,
+         r"prior.safetensors is missing \(component 'prior' listed in config.json\)"),
+        (lambda m: (m / "extra.safetensors").write_bytes(b"x"), None,
+         "extra.safetensors is not a component listed in config.json"),
+        (lambda m: relist(m, {"model": "model.safetensors", "prior": "prior.safetensors",
+                              "decoder": "decoder.safetensors"}), None,
+         "lists the components decoder, model, prior; this model has model, prior"),
+        (None, ["model"], "lists the components model, prior; this model has model;"),
+        (lambda m: relist(m, {"model": "model.safetensors", "prior": "../prior.safetensors"}),
+         None, "component 'prior' -> '../prior.safetensors' is not"),
+        (lambda m: relist(m, {"model": "model.safetensors", "Prior": "Prior.safetensors"}),
+         None, "component 'Prior'"),
+        (lambda m: relist(m, ["model.safetensors"]), None, "'components' must map"),
+    ],
+    ids=["listed-but-absent-file", "file-not-listed", "listed-not-asked", "asked-not-listed",
+         "file-outside", "bad-name", "not-a-map"],
+)
+def test_a_component_mismatch_is_a_one_line_error(cascade, change, asked, message):
+    if change:
+        change(cascade)
+    reseal(cascade)  # as if saved so: the component checks, not the manifest, must catch it
+    modules = two_parts()
+    with pytest.raises(CorruptFileError, match=message) as err:
+        cfg, _ = open_model_dir(cascade)
+        load_components(cascade, {k: modules[k] for k in asked or modules}, config=cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_a_deleted_component_is_caught_by_the_manifest_first(cascade):
+    (cascade / "prior.safetensors").unlink()
+    with pytest.raises(CorruptFileError, match=r"prior.safetensors is missing \(listed in SHA256"):
+        open_model_dir(cascade)
+
+
+def test_a_directory_saved_before_components_loads_as_one_model(tmp_path):
+    """config.json without "components" (every model saved so far): one component, "model"."""
+    path = tmp_path / "old"
+    module = nn.Linear(3, 4)
+    save_model_dir(path, module, {"family": "toy"})  # a bare module is {"model": module}
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["components"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    reseal(path)
+    fresh = nn.Linear(3, 4)
+    cfg, _ = open_model_dir(path)
+    load_components(path, {"model": fresh}, config=cfg)
+    assert torch.equal(fresh.weight, module.weight)
+    with pytest.raises(CorruptFileError, match="lists the components model; this model has a, "
+                                               "model"):
+        load_components(path, {"model": fresh, "a": nn.Linear(1, 1)})
+
+
+def test_the_default_model_keeps_its_hash_and_loads():
+    assert "components" not in read_config(builtin_models()["default"])  # saved before them
+    assert gambar.load("default").sha256 == DEFAULT_MODEL_SHA256
+
+
+def test_a_new_save_lists_its_component(model):
+    assert read_config(model)["components"] == {"model": "model.safetensors"}
+
+
+def test_saving_fewer_components_removes_the_old_ones_but_never_a_stranger(cascade):
+    save_model_dir(cascade, {"model": nn.Linear(3, 4)}, {"family": "toy"})
+    assert not (cascade / "prior.safetensors").exists()
+    cfg, _ = open_model_dir(cascade)
+    load_components(cascade, {"model": nn.Linear(3, 4)}, config=cfg)
+    (cascade / "notes.safetensors").write_bytes(b"mine")
+    with pytest.raises(InvalidInputError, match="notes.safetensors is in the model directory but "
+                                                "is not one of the model's components"):
+        save_model_dir(cascade, two_parts(), {"family": "toy"})
+    assert (cascade / "notes.safetensors").read_bytes() == b"mine"
+    assert not (cascade / "prior.safetensors").exists()  # refused before writing anything
+
+
+@pytest.mark.parametrize("name", ["", "Prior", "1st", "a-b", "x" * 33, "../x"])
+def test_component_names_are_plain(tmp_path, name):
+    with pytest.raises(ValueError, match="component name"):
+        save_model_dir(tmp_path / "m", {name: nn.Linear(1, 1)}, {"family": "toy"})
+
+
+def test_storage_dtype_loads_as_float32(tmp_path):
+    parts = two_parts()
+    save_model_dir(tmp_path / "m", parts, {"family": "toy"}, dtype=torch.float16)
+    loaded = two_parts(seed=1)
+    load_components(tmp_path / "m", loaded)
+    assert loaded["model"].weight.dtype == torch.float32
+    torch.testing.assert_close(loaded["model"].weight, parts["model"].weight, atol=1e-3, rtol=0)
+
+
+def test_open_model_dir_refuses_another_family(cascade):
+    with pytest.raises(CorruptFileError, match="holds a 'toy' model, not a contrastive one"):
+        open_model_dir(cascade, family="contrastive")
 
 
 # ---------------------------------------------------------------------------------------------
