@@ -96,7 +96,7 @@ def main() -> None:
 
     peak = peak_gflops(args.repeats)
     pipe = gambar.load(args.model)
-    steps, guidance = pipe.defaults["steps"], pipe.defaults["guidance"]
+    steps, guidance = pipe.default_options.steps, pipe.default_options.guidance
 
     def ours() -> None:
         pipe.generate(["a red circle above a blue square"], seeds=[0], progress=False)
@@ -113,8 +113,8 @@ def main() -> None:
     theirs_flops = count_flops(theirs)
     best_peak = max(peak.values())
     print(json.dumps({
-        "model": pipe.name, "sampler": pipe.defaults["sampler"], "steps": steps,
-        "guidance": guidance, "size": pipe.defaults["size"], "threads": args.threads,
+        "model": pipe.name, "sampler": pipe.default_options.sampler, "steps": steps,
+        "guidance": guidance, "size": pipe.default_options.size, "threads": args.threads,
         "peak_gflops": peak,
         "gambar": {"seconds_per_image": round(ours_s, 3),
                    "params": sum(p.numel() for p in pipe.model.parameters()),

@@ -265,3 +265,52 @@ def test_an_emoji_newer_than_pythons_unicode_tables_is_a_prompt():
     from gambar.text.checks import check_prompt
 
     assert check_prompt("\U0001fae8") == "\U0001fae8"  # U+1FAE8 (Unicode 15): "Cn" to Python 3.11
+
+
+def test_img2img_from_the_command_line_replays_only_with_the_same_init(tiny_model_dir, in_tmp,
+                                                                         capsys):
+    assert gen(tiny_model_dir, "a red circle", "--seed", "4", "-o", "init.png") == 0
+    assert gen(tiny_model_dir, "three blue stars", "--seed", "5", "-o", "x.png",
+               "--init", "init.png", "--strength", "0.7", "--steps", "6") == 0
+    prov = read_provenance(in_tmp / "x.png")
+    assert prov["strength"] == 0.7 and set(prov["inputs"]) == {"init"}
+    assert main(["generate", "--model", str(tiny_model_dir), "--replay", "x.png", "-o", "y.png",
+                 "-q", "--init", "init.png"]) == 0
+    assert np.array_equal(np.asarray(Image.open(in_tmp / "x.png")),
+                          np.asarray(Image.open(in_tmp / "y.png")))
+    # Without the init image, or with another one, a replay cannot be exact: refused.
+    assert main(["generate", "--model", str(tiny_model_dir), "--replay", "x.png", "-o", "z.png",
+                 "-q"]) == 2
+    assert "pass the same file with --init" in one_line_error(capsys)
+    assert main(["generate", "--model", str(tiny_model_dir), "--replay", "x.png", "-o", "z.png",
+                 "-q", "--init", "y.png"]) == 2
+    assert "--init differs from the 'init' input" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--layout", "layout.json"], "takes no 'layout' input"),
+        (["--init", "missing.png"], "--init missing.png"),
+        (["--strength", "0.5"], "strength applies to img2img only"),
+        (["--eta", "0.5"], "eta applies to the ddim sampler only"),
+        (["--steps", "5000"], "steps must be between 1 and 1000"),
+    ],
+)
+def test_option_and_input_mistakes_are_one_line(tiny_model_dir, in_tmp, capsys, args, message):
+    (in_tmp / "layout.json").write_text('{"objects": [{"box": [0, 0, 0.5, 0.5], "label": "x"}]}')
+    assert gen(tiny_model_dir, "a red circle", *args) == 2
+    assert message in one_line_error(capsys)
+    assert not (in_tmp / "outputs").exists()
+
+
+def test_option_flags_come_from_the_families_options(capsys):
+    from gambar.generators.diffusion.options import DiffusionOptions
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    for spec in DiffusionOptions.specs():
+        assert spec.flag in out
+    for name in ("--init", "--mask", "--layout", "--image"):
+        assert name in out

@@ -25,6 +25,7 @@ from gambar.evaluation.report import (
     write_report,
 )
 from gambar.evaluation.suites import load_suite
+from gambar.generators.diffusion.options import DiffusionOptions
 from gambar.pipeline import Generated
 from gambar.text.setup import TextSetup
 
@@ -37,7 +38,8 @@ class RenderingPipeline:
 
     family = "oracle"
     sha256 = "0" * 64
-    defaults = {"size": 64}
+    Options = DiffusionOptions  # what its provenance's settings are read by
+    inputs = frozenset()
 
     def __init__(self, name="oracle", alter=None, degrade=None, size=64):
         self.name, self.alter, self.degrade, self.size = name, alter, degrade, size
@@ -51,7 +53,7 @@ class RenderingPipeline:
             image = reference_image(scene, seed, self.size)
             if self.degrade:
                 image = self.degrade(image)
-            out.append(Generated(image, {"prompt": prompt, "seed": seed, "size": self.size,
+            out.append(Generated([image], {"prompt": prompt, "seed": seed, "size": self.size,
                                          "sampler": "render", "steps": 0}))
         return out
 

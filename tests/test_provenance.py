@@ -94,16 +94,16 @@ def test_provenance_that_is_not_an_object(drawn, capsys, tiny_model_dir, text, m
         ({"seed": "7"}, "'seed' must be a whole number"),
         ({"seed": 7.5}, "'seed' must be a whole number"),
         ({"seed": True}, "'seed' must be a whole number"),
-        ({"steps": [2]}, "'steps' must be a whole number"),
-        ({"guidance": {}}, "'guidance' must be a whole number or a number"),
-        ({"sampler": ["ddim"]}, "'sampler' must be text"),
-        ({"size": None}, "'size' must be a whole number"),
+        ({"steps": [2]}, "in its provenance, steps must be a whole number"),
+        ({"guidance": {}}, "guidance must be a number"),
+        ({"sampler": ["ddim"]}, "sampler must be text"),
+        ({"size": None}, "its provenance field 'size' is null"),
         ({"prompt": None}, "'prompt' must be text"),
-        ({"negative_prompt": 3}, "'negative_prompt' must be text"),
-        ({"precision": 16}, "'precision' must be text"),
+        ({"negative_prompt": 3}, "in its provenance, negative_prompt must be text"),
+        ({"precision": 16}, "precision must be text"),
         ({"sampler_options": []}, "'sampler_options' must be an object"),
-        ({"sampler_options": {"batch_size": 3}}, "unknown sampler option 'batch_size'"),
-        ({"sampler_options": {"eta": "1"}}, "sampler option 'eta' must be"),
+        ({"sampler_options": {"batch_size": 3}}, "unknown option 'batch_size'"),
+        ({"sampler_options": {"eta": "1"}}, "eta must be a number"),
         ({"model_sha256": None}, "'model_sha256' must be text"),
         ({"model_sha256": ...}, "lacks 'model_sha256'"),  # ... = removed
         ({"prompt": ...}, "lacks 'prompt'"),
@@ -111,7 +111,7 @@ def test_provenance_that_is_not_an_object(drawn, capsys, tiny_model_dir, text, m
         ({"steps": 0}, "steps must be between"),
         ({"size": 0}, "size must be"),
         ({"sampler": "nope"}, "unknown sampler"),
-        ({"precision": "fp8"}, "precision must be one of"),
+        ({"precision": "fp8"}, "unknown precision 'fp8'"),
         ({"sampler_options": {"eta": 7}}, "eta must be between"),
         ({"prompt": "\u200b"}, "prompt is empty"),
         ({"prompt": "a \udcff"}, "invalid character U+DCFF"),
@@ -156,3 +156,22 @@ def test_damaged_files(drawn, capsys, damage, message):
     code, _, err = info(capsys, bad)
     assert code == 2
     assert_one_line(err, message)
+
+
+def test_several_frames_become_an_animated_png_with_the_same_provenance(tmp_path):
+    from PIL import Image
+
+    from gambar.provenance import png_bytes
+
+    frames = [Image.new("RGB", (8, 8), (k * 60, 0, 0)) for k in range(3)]
+    path = tmp_path / "clip.png"
+    path.write_bytes(png_bytes(frames, {"prompt": "a red circle", "seed": 1}))
+    assert read_provenance(path) == {"prompt": "a red circle", "seed": 1}
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.n_frames == 3
+        im.seek(2)
+        assert im.convert("RGB").getpixel((0, 0)) == (120, 0, 0)
+    one = tmp_path / "one.png"
+    one.write_bytes(png_bytes(frames[:1], {"seed": 1}))
+    with Image.open(one) as im:
+        assert getattr(im, "n_frames", 1) == 1

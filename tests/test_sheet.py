@@ -50,7 +50,7 @@ def test_labels_count_what_the_judge_accepts():
     from gambar.pipeline import Generated
 
     sample = fixed_split("val", 1, 64)[0]
-    right = Generated(sample.image, {})
-    blank = Generated(Image.new("RGB", (64, 64), (255, 255, 255)), {})
+    right = Generated([sample.image], {})
+    blank = Generated([Image.new("RGB", (64, 64), (255, 255, 255))], {})
     assert label(sample.caption, [right, blank, right]).endswith("(2/3 judged right)")
     assert label("a red apple", [blank]) == "a red apple"  # not a shapes prompt: no verdict

@@ -40,10 +40,10 @@ def test_ship_model_stores_measured_sampling_defaults(tiny_model_dir, tmp_path):
                     "--default", "steps=3", "--default", "guidance=1.5"],
                    capture_output=True, text=True, check=True)
     pipe = gambar.load(dest)
-    assert pipe.defaults["steps"] == 3 and pipe.defaults["guidance"] == 1.5
+    assert pipe.default_options.steps == 3 and pipe.default_options.guidance == 1.5
     (img,) = pipe.generate(["a red circle"], seeds=[0], progress=False)
     assert img.provenance["steps"] == 3 and img.provenance["guidance"] == 1.5
-    assert gambar.load(tiny_model_dir).defaults["steps"] != 3
+    assert gambar.load(tiny_model_dir).default_options.steps != 3
 
     bad = subprocess.run([sys.executable, str(SCRIPT), str(tiny_model_dir), str(tmp_path / "b"),
                           "--default", "stepz=3"], capture_output=True, text=True)

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gambar.errors import GambarError
 
@@ -33,13 +34,8 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--num-images", type=int, default=1, metavar="N",
                    help="how many images (seeds S, S+1, ...; default 1)")
     p.add_argument("--seed", type=int, help="seed of the first image (default: random, recorded)")
-    _sampling_options(p)
-    p.add_argument("--negative", default="", metavar="TEXT",
-                   help="negative prompt: what the image should not look like")
-    p.add_argument("--size", type=int, help="image side in pixels (default: the model's, 64)")
-    p.add_argument("--precision", choices=["fp32", "bf16"],
-                   help="network arithmetic: bf16 is faster on CPUs with bfloat16 units, pixels "
-                   "differ by a few levels (default: the model's, fp32)")
+    _option_flags(p)
+    _input_flags(p)
     p.add_argument("--model", default="default", metavar="NAME|PATH",
                    help="a built-in model name or a saved model directory (default: default)")
     p.add_argument("-o", "--output", metavar="FILE.png",
@@ -52,14 +48,39 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def _sampling_options(p: argparse.ArgumentParser) -> None:
-    """--steps, --guidance, --sampler: shared by every command that draws images."""
-    p.add_argument("--steps", type=int,
-                   help="sampler steps (default: the model's; 12 for the built-in default)")
-    p.add_argument("--guidance", type=float,
-                   help="classifier-free guidance scale; 1 = off (default: the model's)")
-    p.add_argument("--sampler", choices=["dpmpp", "ddim", "ddpm", "euler"],
-                   help="dpmpp = DPM-Solver++(2M) (default), ddim, ddpm (ancestral), euler")
+def _option_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per generation option of every registered generator family, built from the
+    families' Options classes (gambar.options): their help, bounds and choices. Unset flags
+    stay None: the model's own defaults apply. A flag the chosen model's family lacks is a
+    one-line error once the model is known."""
+    from gambar.options import KINDS, union_specs
+    from gambar.registry import all_options
+
+    families = all_options()
+    group = p.add_argument_group("generation options (default: the model's own)")
+    for spec, owners in union_specs(families).values():
+        where = "" if len(owners) == len(families) else f" [{', '.join(owners)} models]"
+        bounds = spec.describe_range()
+        text = f"{spec.help}{' (' + bounds + ')' if bounds and not spec.choices else ''}{where}"
+        kwargs: dict[str, Any] = {"dest": spec.name, "default": None, "help": text}
+        if spec.kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            metavar = "TEXT" if spec.kind == "str" else spec.name.upper()
+            kwargs.update(type=KINDS[spec.kind], metavar=metavar)
+            if spec.choices:
+                kwargs.update(choices=spec.choices, metavar=None)
+        group.add_argument(spec.flag, **kwargs)
+
+
+def _input_flags(p: argparse.ArgumentParser) -> None:
+    """--init, --mask, --layout, --image: the named inputs a family may take (gambar.inputs)."""
+    from gambar.inputs import INPUTS
+
+    group = p.add_argument_group("inputs besides the prompt (only for models that take them)")
+    for name, what in INPUTS.items():
+        group.add_argument(f"--{name}", metavar="FILE.json" if name == "layout" else "IMAGE",
+                           help=what)
 
 
 def _sheet_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,7 +100,7 @@ def _sheet_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", default="sample-sheet.png", metavar="FILE.png",
                    help="output file (default: sample-sheet.png)")
     p.add_argument("--scale", type=int, default=2, help="pixel scale of each image (default 2)")
-    _sampling_options(p)
+    _option_flags(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -214,11 +235,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                    help="report folder (default: evaluations/<model>-<suite>-n<N>-s<seed>)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="print two report.json files side by side instead of evaluating")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-    p.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
-    p.add_argument("--sampler", choices=["dpmpp", "ddim", "ddpm", "euler"],
-                   help="sampler (default: the model's)")
-    p.add_argument("--size", type=int, help="image side in pixels (default: the model's)")
+    _option_flags(p)
     p.add_argument("--per-category", type=int, metavar="K",
                    help="only the first K scenes of each category (a quick look)")
     p.add_argument("--retrieval-n", type=int, default=200, metavar="N",

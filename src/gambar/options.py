@@ -119,14 +119,14 @@ class Options:
         for spec in cls.specs():
             holder = prov.get(spec.provenance, {}) if spec.provenance else prov
             if isinstance(holder, Mapping) and spec.name in holder:
-                found[spec.name] = holder[spec.name]
-                if found[spec.name] is None:
+                if holder[spec.name] is None:
                     raise InvalidInputError(f"{where}: its provenance field {spec.name!r} is "
                                             "null")
+                found[spec.name] = holder[spec.name]
         try:
             return base.with_changes(found)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}: its provenance has {exc}") from None
+            raise InvalidInputError(f"{where}: in its provenance, {exc}") from None
 
 
 def unknown_option(name: str, cls: type[Options], where: str = "") -> str:

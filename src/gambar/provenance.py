@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from gambar.config import nesting_depth
-from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.errors import CorruptFileError, InvalidInputError, shown
 from gambar.fsutil import atomic_write_bytes, is_file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -35,20 +37,29 @@ FIELDS = ("prompt", "negative_prompt", "seed", "index_in_batch", "batch_size", "
           "sampler_options", "size", "dtype", "gambar_version", "torch_version")
 
 
-def png_bytes(image: Image.Image, provenance: dict[str, Any]) -> bytes:
-    """Encode `image` as PNG with `provenance` in its text chunks."""
+FRAME_MS = 125  # an animated PNG's frame duration: 8 frames a second
+
+
+def png_bytes(image: Image.Image | Sequence[Image.Image], provenance: dict[str, Any]) -> bytes:
+    """Encode an image as PNG, or several frames as an animated PNG (APNG: a plain PNG viewer
+    shows the first frame), with `provenance` in its text chunks either way."""
+    frames = [image] if isinstance(image, Image.Image) else list(image)
     info = PngImagePlugin.PngInfo()
     info.add_text(KEY, json.dumps(provenance, sort_keys=True))
     for field in PLAIN_FIELDS:
         if provenance.get(field) is not None:
             info.add_text(field, str(provenance[field]))
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
+    if len(frames) == 1:
+        frames[0].save(buf, format="PNG", pnginfo=info)
+    else:
+        frames[0].save(buf, format="PNG", pnginfo=info, save_all=True,
+                       append_images=frames[1:], duration=FRAME_MS, loop=0)
     return buf.getvalue()
 
 
-def save_png(path: Path, image: Image.Image, provenance: dict[str, Any], *,
-             overwrite: bool = False) -> Path:
+def save_png(path: Path, image: Image.Image | Sequence[Image.Image],
+             provenance: dict[str, Any], *, overwrite: bool = False) -> Path:
     """Write a PNG with provenance atomically (creating its folder); refuse to replace a file
     unless `overwrite`. A failed write (disk full, no permission) is a one-line error."""
     path = Path(path)
@@ -176,22 +187,23 @@ class Replay:
     prompt: str
     seed: int
     model_sha256: str
-    options: dict[str, Any]  # keyword arguments of Pipeline.generate
+    family: str
+    options: dict[str, Any]  # the options it records (checked by the family's Options)
+    inputs: dict[str, str]  # input name -> the sha256 of the content it was drawn from
 
 
-# field -> the JSON types it may hold (bool is excluded from int and float); the pipeline's own
-# checks then judge the values (ranges, sampler names), as they do for every other caller.
-REPLAY_FIELDS: dict[str, tuple[type, ...]] = {
-    "prompt": (str,), "seed": (int,), "model_sha256": (str,), "negative_prompt": (str,),
-    "steps": (int,), "guidance": (int, float), "sampler": (str,), "size": (int,),
-    "precision": (str,), "sampler_options": (dict,),
-}
-OPTIONAL_FIELDS = {"negative_prompt": "", "precision": "fp32", "sampler_options": {}}
-SAMPLER_OPTIONS: dict[str, tuple[type, ...]] = {"eta": (int, float)}  # DDIM's noise scale
+# field -> the JSON types it may hold (bool is excluded from int); the family's Options then
+# judge the option values, as they do for every other caller.
+REPLAY_FIELDS: dict[str, tuple[type, ...]] = {"prompt": (str,), "seed": (int,),
+                                              "model_sha256": (str,), "family": (str,)}
+OPTIONAL_FIELDS = {"family": "diffusion"}  # written by every gambar version, but be lenient
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def replay_settings(prov: dict[str, Any], where: str | Path) -> Replay:
     """Check the fields of one image's provenance (`read_provenance`) for a replay."""
+    from gambar.registry import options_class
+
     if "prompt" not in prov and "grid_of" in prov:
         raise InvalidInputError(f"{where} is a grid of several images, not one; replay one of "
                                 "the images gambar wrote beside it")
@@ -205,15 +217,30 @@ def replay_settings(prov: dict[str, Any], where: str | Path) -> Replay:
             raise InvalidInputError(f"{where}: its provenance lacks {name!r}; it cannot be "
                                     "replayed")
         _check_type(values[name], types, f"{where}: its provenance field {name!r}")
-    for name, value in values["sampler_options"].items():
-        if name not in SAMPLER_OPTIONS:
-            raise InvalidInputError(f"{where}: unknown sampler option {name!r} in its "
-                                    f"provenance (known: {', '.join(SAMPLER_OPTIONS)})")
-        _check_type(value, SAMPLER_OPTIONS[name], f"{where}: its sampler option {name!r}")
-    options = {k: values[k] for k in ("negative_prompt", "steps", "guidance", "sampler", "size",
-                                      "precision")}
-    return Replay(values["prompt"], values["seed"], values["model_sha256"],
-                  {**options, **values["sampler_options"]})
+    cls = options_class(values["family"])
+    options = cls.from_provenance(prov, where=str(where))
+    recorded: dict[str, Any] = {}
+    for spec in cls.specs():
+        holder = prov.get(spec.provenance) if spec.provenance else prov
+        if spec.provenance is not None:
+            _check_type(holder if holder is not None else {}, (dict,),
+                        f"{where}: its provenance field {spec.provenance!r}")
+            holder = holder or {}
+            known = {s.name for s in cls.specs() if s.provenance == spec.provenance}
+            for name in holder:
+                if name not in known:
+                    raise InvalidInputError(
+                        f"{where}: unknown option {shown(name)} in its provenance's "
+                        f"{spec.provenance!r} (known: {', '.join(sorted(known))})")
+        if spec.name in holder:
+            recorded[spec.name] = getattr(options, spec.name)
+    inputs = values.get("inputs", {})
+    if not isinstance(inputs, dict) or not all(
+            isinstance(v, str) and _SHA256.fullmatch(v) for v in inputs.values()):
+        raise InvalidInputError(f"{where}: its provenance field 'inputs' must map input names "
+                                "to sha256 digests")
+    return Replay(values["prompt"], values["seed"], values["model_sha256"], values["family"],
+                  recorded, dict(inputs))
 
 
 def _check_type(value: Any, types: tuple[type, ...], what: str) -> None:

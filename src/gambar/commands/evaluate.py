@@ -57,6 +57,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if read_config(path)["family"] == "contrastive":
         return _contrastive(args, path)
 
+    from gambar.commands.options import check_early, given_options
     from gambar.evaluation.harness import evaluate
     from gambar.evaluation.report import write_report
     from gambar.evaluation.suites import load_suite
@@ -66,9 +67,9 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.per_category is not None:
         suite = suite.subset(args.per_category)
     clip = _clip(args.clip)
+    options = given_options(args)
+    check_early(path, options)
     pipe = load(path)
-    options = {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler,
-               "size": args.size}
     seed = 0 if args.seed is None else args.seed
     evaluation = evaluate(pipe, suite, n=args.n, seed=seed, clip=clip, options=options,
                           batch_size=args.batch_size, progress=not args.quiet)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import Any
 
+from gambar.commands.options import check_early, given_options
 from gambar.errors import InvalidInputError
 from gambar.fsutil import check_writable
+from gambar.inputs import INPUTS, digest, read_input
 from gambar.pipeline import Generated, load
 from gambar.provenance import read_provenance, replay_settings, save_png
 from gambar.seeding import check_seed, random_seed
@@ -52,9 +55,12 @@ def check_outputs(paths: list[Path], overwrite: bool) -> None:
 
 def run_generate(args: argparse.Namespace) -> list[Path]:
     """Generate and write images; returns the paths written."""
+    inputs = {name: read_input(name, getattr(args, name)) for name in INPUTS
+              if getattr(args, name, None) is not None}
     if args.replay:
         replay = replay_settings(read_provenance(Path(args.replay)), args.replay)
         prompt, options, seeds = replay.prompt, replay.options, [replay.seed]
+        _check_replay_inputs(args.replay, replay.inputs, inputs)
         expected = replay.model_sha256
     else:
         if args.prompt is None:
@@ -65,12 +71,11 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
             raise InvalidInputError(f"-n must be between 1 and {MAX_IMAGES}, not {args.num_images}")
         first = check_seed(args.seed) if args.seed is not None else random_seed()
         seeds = [first + k for k in range(args.num_images)]
-        options = {"negative_prompt": args.negative, "steps": args.steps,
-                   "guidance": args.guidance, "sampler": args.sampler, "size": args.size,
-                   "precision": args.precision}
+        options = given_options(args)
         expected = None
     # Checked here as well as by the pipeline: a mistake costs no model load, no sampling.
     check_prompt(prompt)
+    check_early(args.model, options)
     paths = output_paths(prompt, seeds, args.output)
     grid_path = paths[0].with_name(paths[0].stem.rsplit("-", 1)[0] + "-grid.png")
     check_outputs(paths + ([grid_path] if args.grid and len(paths) > 1 else []), args.overwrite)
@@ -81,14 +86,29 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
             f"{args.replay} was made by model {expected[:12]}, but {args.model!r} is "
             f"{pipe.sha256[:12]}; pass --model with the model that made it")
     results = pipe.generate([prompt] * len(seeds), seeds=seeds, batch_size=args.batch_size,
-                            progress=not args.quiet, **options)
+                            inputs=inputs, progress=not args.quiet, **options)
     for path, gen in zip(paths, results, strict=True):
-        save_png(path, gen.image, gen.provenance, overwrite=args.overwrite)
+        save_png(path, gen.frames, gen.provenance, overwrite=args.overwrite)
         print(path)
     if args.grid and len(results) > 1:
         _write_grid(grid_path, results, args.overwrite)
         print(grid_path)
     return paths
+
+
+def _check_replay_inputs(where: str, recorded: dict[str, str], given: dict[str, Any]) -> None:
+    """A replay needs the very inputs the image was drawn from: same names, same content."""
+    for name, expected in recorded.items():
+        if name not in given:
+            raise InvalidInputError(f"{where} was drawn from a {name!r} input; pass the same "
+                                    f"file with --{name}")
+        if digest(given[name]) != expected:
+            raise InvalidInputError(f"--{name} differs from the {name!r} input {where} was "
+                                    f"drawn from (sha256 {expected[:12]}); pass the same file")
+    extra = sorted(set(given) - set(recorded))
+    if extra:
+        raise InvalidInputError(f"{where} was drawn without a {extra[0]!r} input; leave out "
+                                f"--{extra[0]}")
 
 
 def _write_grid(path: Path, results: list[Generated], overwrite: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gambar.commands.options import check_early, given_options
 from gambar.errors import InvalidInputError
 from gambar.fsutil import check_writable, is_file
 from gambar.pipeline import load
@@ -59,13 +60,14 @@ def run_sheet(args: argparse.Namespace) -> Path:
     check_writable(out)
     if out.exists() and not args.overwrite:
         raise InvalidInputError(f"{out} exists; pass --overwrite to replace it")
+    options = given_options(args)
+    check_early(args.model, options)
     pipe = load(args.model)
-    side = int(pipe.defaults["size"]) * args.scale
+    side = int(pipe.default_options.with_changes(options).size) * args.scale
     if len(prompts) * len(seeds) * side**2 > MAX_SHEET_PIXELS:
         raise InvalidInputError(
             f"{len(prompts)} prompts x {len(seeds)} seeds of {side} px would make a sheet of "
             f"over {MAX_SHEET_PIXELS // 10**6} million pixels; use fewer or a smaller --scale")
-    options = {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler}
     flat = pipe.generate([p for p in prompts for _ in seeds], seeds=seeds * len(prompts),
                          progress=not args.quiet, **options)
     rows = [flat[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(prompts))]

@@ -105,9 +105,10 @@ def _groups(images: Sequence[EvalImage], items: Sequence[Any]) -> dict[str, list
     return groups
 
 
-def _sampler_settings(provenance: dict[str, Any]) -> dict[str, Any]:
-    keys = ("sampler", "steps", "guidance", "size", "sampler_options", "negative_prompt")
-    return {k: provenance[k] for k in keys if k in provenance}
+def _sampler_settings(pipe: Pipeline, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The generation options the images were drawn with, as their provenance records them."""
+    keys = {spec.provenance or spec.name for spec in pipe.Options.specs()}
+    return {k: provenance[k] for k in sorted(keys) if k in provenance}
 
 
 def evaluate(pipe: Pipeline, suite: Suite, *, n: int = 4, seed: int = 0,
@@ -115,8 +116,8 @@ def evaluate(pipe: Pipeline, suite: Suite, *, n: int = 4, seed: int = 0,
              batch_size: int = 8, progress: bool = True) -> Evaluation:
     """Score `pipe` on `suite`: n images per prompt, seeds shifted by `seed` (see Suite.seeds).
 
-    `options` (steps, guidance, sampler, size) go to `generate`; None values keep the model's
-    defaults. Without `clip`, realism, alignment and feature diversity are None.
+    `options` (the family's option names: steps, guidance, ...) go to `generate`; None values
+    keep the model's defaults. Without `clip`, realism, alignment and feature diversity are None.
     """
     if isinstance(pipe, ContrastiveModel) or not hasattr(pipe, "generate"):
         raise InvalidInputError(
@@ -136,7 +137,7 @@ def evaluate(pipe: Pipeline, suite: Suite, *, n: int = 4, seed: int = 0,
         "suite": suite.summary(),
         "seed": seed,
         "n_per_prompt": n,
-        "sampler": _sampler_settings(generated[0].provenance),
+        "sampler": _sampler_settings(pipe, generated[0].provenance),
         "judge": score((e.prompt.category, e.prompt.language, e.prompt.held_out,
                         e.judgement.correct) for e in images),
         "diversity": {
