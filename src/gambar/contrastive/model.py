@@ -5,8 +5,9 @@ FID/KID (whose weights cannot be downloaded here), and its joint embedding gives
 R-precision. It is deliberately small: a conv net for 64 px images and either the trainable small
 text transformer (`text/small.py`) or the frozen MiniLM with a trainable head.
 
-Saved like every gambar model: config.json (format gambar/1, family "contrastive"),
-model.safetensors (+ tokenizer.json for a trainable text encoder) and SHA256SUMS.
+Saved like every gambar model (gambar.model_dir): config.json (format gambar/1, family
+"contrastive"), one component, "model" (model.safetensors), + tokenizer.json for a trainable text
+encoder, and SHA256SUMS.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ from torch import nn
 import gambar
 from gambar.config import check_range, dataclass_from_dict
 from gambar.data.loading import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-from gambar.data.shapes import to_tensor
-from gambar.errors import CorruptFileError, InvalidInputError
+from gambar.errors import InvalidInputError
 from gambar.model_dir import (
     FORMAT,
+    MAIN,
     config_error,
-    load_weights,
+    load_components,
+    open_model_dir,
     read_config,
+    resolve_model,
     save_model_dir,
-    verify_model_dir,
 )
 from gambar.nn.norms import group_norm
+from gambar.tensors import to_tensor
 from gambar.text.base import Encoded, masked_mean
 from gambar.text.setup import TextSetup
 from gambar.text.small import Block
@@ -305,7 +308,7 @@ class ContrastiveModel:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.text.save_files(path)
-        self.sha256 = save_model_dir(path, self.net, self.config_dict(), dtype=dtype)
+        self.sha256 = save_model_dir(path, {MAIN: self.net}, self.config_dict(), dtype=dtype)
         self.name = self.extra.get("name", path.name)
 
     @classmethod
@@ -313,10 +316,7 @@ class ContrastiveModel:
         """Read a model directory written by `save`, its files checked against SHA256SUMS and
         its config values for type and range (a one-line CorruptFileError naming the file)."""
         path = Path(path)
-        sha256 = verify_model_dir(path)
-        cfg = read_config(path)
-        if cfg["family"] != FAMILY:
-            raise CorruptFileError(f"{path} holds a {cfg['family']!r} model, not a contrastive one")
+        cfg, sha256 = open_model_dir(path, family=FAMILY)
         try:
             ccfg = dataclass_from_dict(ContrastiveConfig, cfg["contrastive"],
                                        section="contrastive")
@@ -330,15 +330,13 @@ class ContrastiveModel:
             net = ContrastiveNet(ccfg, text_dim, text.trainable)
         except (InvalidInputError, KeyError, TypeError) as exc:
             raise config_error(path, "contrastive model", exc) from None
-        load_weights(path, net)
+        load_components(path, {MAIN: net}, config=cfg)
         extra: dict[str, Any] = {k: cfg[k] for k in ("name", "training", "data") if k in cfg}
         return cls(net, text, name=cfg.get("name", path.name), sha256=sha256, extra=extra)
 
 
 def load_contrastive(name_or_path: str | Path) -> ContrastiveModel:
     """A saved contrastive model by built-in name or directory; a one-line error otherwise."""
-    from gambar.pipeline import resolve_model
-
     path = resolve_model(name_or_path)
     family = read_config(path)["family"]
     if family != FAMILY:

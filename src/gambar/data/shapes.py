@@ -40,6 +40,7 @@ from gambar.data.shapes_vocab import (
     SceneSpec,
 )
 from gambar.errors import InvalidInputError
+from gambar.tensors import to_tensor  # here too for callers that import it from the dataset
 
 LANGUAGES: tuple[str, ...] = ("en", "id")
 GAP = 0.03  # spec: bounding boxes keep >= 0.03 S from each other and from the border
@@ -464,12 +465,6 @@ def fixed_split(
 ) -> list[ShapesSample]:
     """The first n samples of a split ("train" | "val" | "test"); splits use disjoint seeds."""
     return ShapesStream(_split_seed(split), size, languages).take(0, n)
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) float32 in [-1, 1]."""
-    x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32).copy())
-    return x.permute(2, 0, 1) / 127.5 - 1.0
 
 
 class ShapesDataset(torch.utils.data.Dataset):

@@ -1,0 +1,15 @@
+"""Images as model tensors: the one pixel convention (RGB, (3, H, W), float32 in [-1, 1]) that
+datasets, evaluators and generators share. Kept apart from any dataset so that a model can take
+images without importing one."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) float32 in [-1, 1]."""
+    x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32).copy())
+    return x.permute(2, 0, 1) / 127.5 - 1.0
