@@ -135,6 +135,7 @@ def test_save_load_round_trip(tmp_path):
     cfg = json.loads((tmp_path / "clip" / "config.json").read_text())
     assert cfg["family"] == "contrastive" and cfg["contrastive"]["width"] == 64
     assert (tmp_path / "clip" / "tokenizer.json").is_file()
+    assert cfg["components"] == {"model": "model.safetensors"}  # one component, the usual file
 
 
 def test_corrupt_weights_are_refused(tmp_path):
@@ -147,6 +148,8 @@ def test_corrupt_weights_are_refused(tmp_path):
 def test_load_contrastive_refuses_a_generator(tiny_model_dir):
     with pytest.raises(InvalidInputError, match="contrastive model is needed"):
         load_contrastive(tiny_model_dir)
+    with pytest.raises(CorruptFileError, match="holds a 'diffusion' model, not a contrastive"):
+        ContrastiveModel.load(tiny_model_dir)
 
 
 def test_frozen_minilm_tower(tmp_path):
