@@ -23,13 +23,7 @@ from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule
 from gambar.generators.diffusion.options import MAX_SIZE, DiffusionOptions
 from gambar.generators.diffusion.unet import UNetConfig
-from gambar.model_dir import (
-    config_error,
-    load_weights,
-    read_config,
-    save_model_dir,
-    verify_model_dir,
-)
+from gambar.model_dir import config_error, load_components, open_model_dir, save_model_dir
 from gambar.pipeline import (
     Generated,
     Progress,
@@ -138,7 +132,7 @@ class DiffusionPipeline:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.text.save_files(path)
-        self.sha256 = save_model_dir(path, self.model, self.config_dict(), dtype=dtype)
+        self.sha256 = save_model_dir(path, {"model": self.model}, self.config_dict(), dtype=dtype)
         self.name = self.extra.get("name", path.name)
 
     @classmethod
@@ -147,8 +141,7 @@ class DiffusionPipeline:
         and every config value for type and range: damage is a one-line CorruptFileError naming
         the file (and the key)."""
         path = Path(path)
-        sha256 = verify_model_dir(path)
-        cfg = read_config(path)
+        cfg, sha256 = open_model_dir(path, cls.family)
         try:
             unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
             dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"),
@@ -158,7 +151,7 @@ class DiffusionPipeline:
         except (InvalidInputError, KeyError, TypeError) as exc:
             raise config_error(path, "diffusion model", exc) from None
         model = DiffusionModel(unet_cfg, text.trainable)
-        load_weights(path, model)
+        load_components(path, {"model": model})
         try:
             pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
                        extra=extra)
