@@ -19,6 +19,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
+from gambar.train.task import Update
+
 FEATURES = 4
 
 
@@ -48,6 +50,16 @@ class ToyTask:
             g = torch.Generator().manual_seed(index)
             x = torch.rand(batch_size, FEATURES, generator=g) * 2 - 1
             yield {"x": x, "y": target(x)}
+
+    def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        return {"model": list(model.parameters())}
+
+    def ema_target(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def step(self, model: nn.Module, batch: Any, generator: torch.Generator,
+             step: int) -> Iterator[Update]:
+        yield Update("model", self.loss(model, batch, generator))
 
     def loss(self, model: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
         """MSE on generator-jittered inputs; the python/numpy draws test their RNG restore."""

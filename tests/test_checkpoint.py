@@ -43,7 +43,10 @@ class Tied(nn.Module):
         return self.out(self.norm(self.embed(idx)))
 
 
-def _trained(seed: int = 0) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+Optimizers = dict[str, torch.optim.Optimizer]  # parameter group -> its optimizer
+
+
+def _trained(seed: int = 0) -> tuple[nn.Module, nn.Module, Optimizers]:
     torch.manual_seed(seed)
     model = Tied()
     ema = make_ema(model)
@@ -53,7 +56,7 @@ def _trained(seed: int = 0) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer
         opt.step()
         opt.zero_grad()
         ema_update(ema, model, 0.9)
-    return model, ema, opt
+    return model, ema, {"model": opt}
 
 
 def _state(step: int = 3) -> CheckpointState:
@@ -62,13 +65,13 @@ def _state(step: int = 3) -> CheckpointState:
     return CheckpointState(step, step, 1.5, 1, {"train": {"steps": 10}}, rng)
 
 
-def _save(run_dir: Path, step: int = 3) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+def _save(run_dir: Path, step: int = 3) -> tuple[nn.Module, nn.Module, Optimizers]:
     model, ema, opt = _trained()
     save_checkpoint(run_dir, _state(step), model, ema, opt)
     return model, ema, opt
 
 
-def _fresh() -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+def _fresh() -> tuple[nn.Module, nn.Module, Optimizers]:
     return _trained(seed=1)  # different weights and optimizer moments
 
 
@@ -87,7 +90,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     _assert_modules_equal(model, model2)
     _assert_modules_equal(ema, ema2)
     assert model2.out.weight is model2.embed.weight  # tying survives
-    sd, sd2 = opt.state_dict(), opt2.state_dict()
+    sd, sd2 = opt["model"].state_dict(), opt2["model"].state_dict()
     assert sd["param_groups"] == sd2["param_groups"]  # betas come back as a tuple
     for i in sd["state"]:
         for name, value in sd["state"][i].items():
@@ -152,7 +155,8 @@ def test_checkpoint_for_another_model_is_a_one_line_error(tmp_path: Path) -> Non
     _save(tmp_path)
     other = nn.Linear(2, 2)
     with pytest.raises(InvalidInputError, match="does not fit") as err:
-        load_checkpoint(tmp_path, other, make_ema(other), torch.optim.AdamW(other.parameters()))
+        load_checkpoint(tmp_path, other, make_ema(other),
+                        {"model": torch.optim.AdamW(other.parameters())})
     assert "\n" not in str(err.value)
 
 
@@ -356,7 +360,7 @@ def test_nonfinite_tensor_names_the_first_bad_one() -> None:
     with torch.no_grad():
         ema.embed.weight[1, 2] = math.inf
     assert ckpt_module.nonfinite_tensor(model, ema, opt) == "EMA weight 'embed.weight'"
-    opt.state[model.embed.weight]["exp_avg_sq"][0, 0] = math.nan
+    opt["model"].state[model.embed.weight]["exp_avg_sq"][0, 0] = math.nan
     model2, ema2, _ = _trained()
     assert ckpt_module.nonfinite_tensor(model2, ema2, opt) == "optimizer state 'state.0.exp_avg_sq'"
 

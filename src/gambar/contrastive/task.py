@@ -7,7 +7,6 @@ sizes), `[model]` (preset + ContrastiveConfig keys), `[train]` (the shared loop'
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from gambar.contrastive.model import (
     ContrastiveNet,
     contrastive_loss,
 )
+from gambar.data.batches import endless_batches
 from gambar.data.mix import item_key, recipe_data
 from gambar.data.shapes import SPLIT_SEEDS, ShapesStream, to_tensor
 from gambar.data.shapes_vocab import MIRRORED_RELATION, ObjectSpec, SceneSpec
@@ -32,6 +32,7 @@ from gambar.errors import InvalidInputError
 from gambar.imaging import make_grid
 from gambar.text.setup import TextSetup
 from gambar.train.recipe import check_sections, text_section
+from gambar.train.task import Update
 
 TOKENIZER_CAPTIONS = 4000  # stream items whose captions teach a small encoder its vocabulary
 GRID_ITEMS = 8  # validation pairs in the similarity grid a person looks at during training
@@ -72,6 +73,12 @@ def _model_config(section: dict[str, Any], image_size: int) -> ContrastiveConfig
     base.update(section)
     base["image_size"] = image_size
     return dataclass_from_dict(ContrastiveConfig, base, section="model")
+
+
+def _collate(items: list[tuple[torch.Tensor, str, str]]) -> dict[str, Any]:
+    return {"images": torch.stack([image for image, _, _ in items]),
+            "captions": [caption for _, caption, _ in items],
+            "keys": [key for _, _, key in items]}
 
 
 class ContrastiveTask:
@@ -122,12 +129,18 @@ class ContrastiveTask:
 
     def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
         """Endless batches {"images" (B, 3, S, S), "captions", "keys"}; rank r of W disjoint."""
-        for b in itertools.count(start):
-            first = (b * world_size + rank) * batch_size
-            items = [self._item(i) for i in range(first, first + batch_size)]
-            yield {"images": torch.stack([image for image, _, _ in items]),
-                   "captions": [caption for _, caption, _ in items],
-                   "keys": [key for _, _, key in items]}
+        return endless_batches(self._item, _collate, start=start, rank=rank,
+                               world_size=world_size, batch_size=batch_size)
+
+    def param_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+        return {"model": list(model.parameters())}  # both towers and the logit scale
+
+    def ema_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def step(self, model: torch.nn.Module, batch: Any, generator: torch.Generator,
+             step: int) -> Iterator[Update]:
+        yield Update("model", self.loss(model, batch, generator))
 
     def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
         """Symmetric InfoNCE over the batch (Radford et al. 2021); needs no randomness."""

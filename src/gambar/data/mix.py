@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gambar.config import check_range, dataclass_from_dict
+from gambar.data.batches import endless_batches
 from gambar.data.formats import Record
 from gambar.data.formats.webdataset import WebDataset
 from gambar.data.loading import (
@@ -214,13 +215,12 @@ class TrainingMix:
                 batch_size: int = 32) -> Iterator[dict[str, Any]]:
         """Endless batches {"images": (B, 3, S, S), "captions": [B]} from batch `start`, for
         rank `rank` of `world_size` (the shape `TrainingTask.batches` yields)."""
-        b = start
-        while True:
-            first = (b * world_size + rank) * batch_size
-            items = [self[i] for i in range(first, first + batch_size)]
-            yield {"images": torch.stack([x for x, _, _ in items]),
-                   "captions": [c for _, c, _ in items]}
-            b += 1
+        return endless_batches(self.__getitem__, _collate, start=start, rank=rank,
+                               world_size=world_size, batch_size=batch_size)
+
+
+def _collate(items: list[tuple[torch.Tensor, str, dict[str, Any]]]) -> dict[str, Any]:
+    return {"images": torch.stack([x for x, _, _ in items]), "captions": [c for _, c, _ in items]}
 
 
 @lru_cache(maxsize=16)

@@ -1,9 +1,12 @@
 """Atomic, pickle-free training checkpoints that resume a run bit for bit.
 
-`run_dir/checkpoint/` holds safetensors for every tensor (model, EMA, optimizer state, RNG states)
-and JSON for the rest. `state.json` is written last and records the sha256 of every other file, so
-a truncated or flipped file is caught on load. The directory is built under a temporary name and
-swapped in only when complete (`fsutil.replace_dir`): a crash leaves the previous checkpoint.
+`run_dir/checkpoint/` holds safetensors for every tensor (model, EMA, each optimizer's state, RNG
+states) and JSON for the rest. The optimizer of parameter group "model" (every single-optimizer
+task's) is optimizer.safetensors + optimizer.json, the names of checkpoints written before groups
+existed; any other group's is optimizer-<group>.safetensors + .json. `state.json` is written last
+and records the sha256 of every other file, so a truncated or flipped file is caught on load. The
+directory is built under a temporary name and swapped in only when complete
+(`fsutil.replace_dir`): a crash leaves the previous checkpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import hashlib
 import json
 import math
 import random
+import re
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,13 @@ FORMAT = "gambar-checkpoint/1"
 CHECKPOINT = "checkpoint"
 CHECKPOINT_TMP = ".checkpoint.tmp"  # written here, then swapped in as run_dir/checkpoint
 _HASH_CHUNK = 1 << 20
+# A parameter group's name becomes part of a file name: keep it plain.
+GROUP_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+SINGLE_GROUP = "model"  # the group whose files keep the names of one-optimizer checkpoints
+_OPTIMIZER_FILE = re.compile(
+    rf"optimizer(?:-(?P<group>{GROUP_NAME.pattern}))?\.(?:json|safetensors)")
+# The files `_write_files` writes besides each optimizer's (`optimizer_files`).
+FILES = ("ema.safetensors", "model.safetensors", "rng.safetensors")
 
 
 @dataclass
@@ -43,6 +55,33 @@ class CheckpointState:
     world_size: int
     recipe: dict[str, Any]
     rng: dict[str, torch.Tensor] = field(default_factory=dict)  # each (world_size, ...): per rank
+
+
+def optimizer_files(group: str) -> tuple[str, str]:
+    """The (tensors, JSON) file names of parameter group `group`'s optimizer."""
+    stem = "optimizer" if group == SINGLE_GROUP else f"optimizer-{group}"
+    return f"{stem}.safetensors", f"{stem}.json"
+
+
+def checkpoint_files(groups: Iterable[str]) -> list[str]:
+    """Every file but state.json of a checkpoint of these parameter groups, sorted."""
+    return sorted((*FILES, *(name for g in groups for name in optimizer_files(g))))
+
+
+def is_checkpoint_file(name: str) -> bool:
+    """Whether a checkpoint of some parameter groups holds a file named `name`."""
+    if name in (*FILES, "state.json"):
+        return True
+    match = _OPTIMIZER_FILE.fullmatch(name)
+    return match is not None and match["group"] != SINGLE_GROUP
+
+
+def _groups_of(files: Iterable[str]) -> list[str] | None:
+    """The parameter groups whose files these are, or None if they are no checkpoint's set."""
+    files = sorted(files)
+    groups = sorted({match["group"] or SINGLE_GROUP for name in files
+                     if (match := _OPTIMIZER_FILE.fullmatch(name))})
+    return groups if groups and files == checkpoint_files(groups) else None
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path | None:
@@ -173,12 +212,16 @@ def _first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def _optimizer_kind(group: str) -> str:
+    return "optimizer state" if group == SINGLE_GROUP else f"optimizer '{group}' state"
+
+
 def nonfinite_tensor(
-    model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer
+    model: torch.nn.Module, ema: torch.nn.Module, optimizers: Mapping[str, torch.optim.Optimizer]
 ) -> str | None:
     """Which weight or optimizer state holds NaN or inf ("EMA weight 'net.0.bias'"), or None."""
     parts = {"weight": model.state_dict(), "EMA weight": ema.state_dict(),
-             "optimizer state": _optimizer_files(optimizer)[0]}
+             **{_optimizer_kind(g): _optimizer_files(opt)[0] for g, opt in optimizers.items()}}
     for kind, tensors in parts.items():
         if (name := _first_nonfinite(tensors)) is not None:
             return f"{kind} '{name}'"
@@ -205,16 +248,18 @@ def _write_files(
     state: CheckpointState,
     model: torch.nn.Module,
     ema: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: Mapping[str, torch.optim.Optimizer],
 ) -> dict[str, str]:
     """Write every file but state.json into `tmp`; return their sha256 digests."""
     meta = {"format": FORMAT}
-    opt_tensors, opt_meta = _optimizer_files(optimizer)
     save_file(_plain_tensors(model.state_dict()), tmp / "model.safetensors", metadata=meta)
     save_file(_plain_tensors(ema.state_dict()), tmp / "ema.safetensors", metadata=meta)
-    save_file(opt_tensors, tmp / "optimizer.safetensors", metadata=meta)
+    for group, optimizer in optimizers.items():
+        opt_tensors, opt_meta = _optimizer_files(optimizer)
+        tensors_file, json_file = optimizer_files(group)
+        save_file(opt_tensors, tmp / tensors_file, metadata=meta)
+        (tmp / json_file).write_text(json.dumps(opt_meta, indent=1))
     save_file(_plain_tensors(state.rng), tmp / "rng.safetensors", metadata=meta)
-    (tmp / "optimizer.json").write_text(json.dumps(opt_meta, indent=1))
     digests = {}
     for path in sorted(tmp.iterdir()):
         fsync_file(path)
@@ -227,16 +272,20 @@ def save_checkpoint(
     state: CheckpointState,
     model: torch.nn.Module,
     ema: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: Mapping[str, torch.optim.Optimizer],
 ) -> Path:
-    """Atomically replace `run_dir/checkpoint/` with the given state; return its path."""
+    """Atomically replace `run_dir/checkpoint/` with the given state and every parameter group's
+    optimizer (group name -> optimizer); return its path."""
+    for group in optimizers:
+        if not GROUP_NAME.fullmatch(group):
+            raise ValueError(f"parameter group name {group!r} is not {GROUP_NAME.pattern}")
     run_dir = Path(run_dir)
     tmp = run_dir / CHECKPOINT_TMP
     if tmp.exists():  # debris of a save that crashed; the real checkpoint is untouched
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        files = _write_files(tmp, state, model, ema, optimizer)
+        files = _write_files(tmp, state, model, ema, optimizers)
         body = {
             "format": FORMAT,
             "step": state.step,
@@ -278,9 +327,6 @@ def _read_state(ckpt: Path) -> dict[str, Any]:
     return body
 
 
-# The files `_write_files` writes, which state.json must list: no more, no fewer.
-FILES = ("ema.safetensors", "model.safetensors", "optimizer.json", "optimizer.safetensors",
-         "rng.safetensors")
 
 
 def _check_body(body: dict[str, Any], path: Path) -> None:
@@ -312,9 +358,10 @@ def _check_body(body: dict[str, Any], path: Path) -> None:
     if step > planned:  # a run never goes past its own recipe's end
         raise bad(f"step {step} is past the {planned} steps its own recipe trains")
     files = body.get("files")
-    if (not isinstance(files, dict) or sorted(files) != list(FILES)
+    if (not isinstance(files, dict) or _groups_of(files) is None
             or not all(isinstance(v, str) for v in files.values())):
-        raise bad(f"'files' must map {', '.join(FILES)} to their sha256")
+        raise bad(f"'files' must map {', '.join(FILES)} and each optimizer's .json and "
+                  ".safetensors to their sha256")
 
 
 # A recipe nests a few tables deep ([data] mix = {...}); a deeper one is no recipe, and would
@@ -360,9 +407,10 @@ def load_checkpoint(
     run_dir: str | Path,
     model: torch.nn.Module,
     ema: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: Mapping[str, torch.optim.Optimizer],
 ) -> CheckpointState:
-    """Restore model, EMA and optimizer from the run's checkpoint; RNG is left to `restore_rng`.
+    """Restore model, EMA and every group's optimizer from the run's checkpoint; RNG is left to
+    `restore_rng`. The checkpoint must hold the same parameter groups as `optimizers`.
 
     Every file is read and checked (hashes, fields, finite values, RNG shapes) before the model is
     touched, so a corrupt or forged checkpoint is a one-line CorruptFileError and changes nothing.
@@ -371,27 +419,37 @@ def load_checkpoint(
     if ckpt is None:
         raise InvalidInputError(f"{run_dir} has no checkpoint to resume from")
     body = _read_state(ckpt)
-    _verify_files(ckpt, body["files"])
-    weights = {name: _load_tensors(ckpt / f"{name}.safetensors") for name in ("model", "ema")}
-    opt_tensors = _load_tensors(ckpt / "optimizer.safetensors")
-    rng = _load_tensors(ckpt / "rng.safetensors")
-    for name, tensors in (*weights.items(), ("optimizer", opt_tensors)):
-        if (bad := _first_nonfinite(tensors)) is not None:
-            raise CorruptFileError(
-                f"checkpoint file {ckpt / name}.safetensors holds NaN or inf (in '{bad}'): the "
-                "run diverged before it was saved or the file was altered; start afresh"
-            )
-    _check_rng(rng, body["world_size"], ckpt / "rng.safetensors")
-    opt_state = _read_optimizer(ckpt / "optimizer.json", optimizer, opt_tensors)
-    _load_into(model, weights["model"], ckpt / "model.safetensors")
-    _load_into(ema, weights["ema"], ckpt / "ema.safetensors")
-    try:
-        optimizer.load_state_dict(opt_state)
-    except (ValueError, KeyError) as e:
+    saved_groups = _groups_of(body["files"])
+    if saved_groups != sorted(optimizers):
         raise InvalidInputError(
-            f"optimizer state in {ckpt} does not fit this recipe's model ({e})"
-        ) from None
-    _check_optimizer_shapes(optimizer, ckpt / "optimizer.safetensors")
+            f"{ckpt} holds the optimizers of parameter groups {', '.join(saved_groups or [])}; "
+            f"this recipe's model has {', '.join(sorted(optimizers))}: resume with the family "
+            "and recipe that wrote it, or start a new run")
+    _verify_files(ckpt, body["files"])
+    tensors = {name: _load_tensors(ckpt / name)
+               for name in body["files"] if name.endswith(".safetensors")}
+    for name, loaded in tensors.items():
+        if name != "rng.safetensors" and (bad := _first_nonfinite(loaded)) is not None:
+            raise CorruptFileError(
+                f"checkpoint file {ckpt / name} holds NaN or inf (in '{bad}'): the run diverged "
+                "before it was saved or the file was altered; start afresh"
+            )
+    rng = tensors["rng.safetensors"]
+    _check_rng(rng, body["world_size"], ckpt / "rng.safetensors")
+    opt_states = {}
+    for group, optimizer in optimizers.items():
+        tensors_file, json_file = optimizer_files(group)
+        opt_states[group] = _read_optimizer(ckpt / json_file, optimizer, tensors[tensors_file])
+    _load_into(model, tensors["model.safetensors"], ckpt / "model.safetensors")
+    _load_into(ema, tensors["ema.safetensors"], ckpt / "ema.safetensors")
+    for group, optimizer in optimizers.items():
+        try:
+            optimizer.load_state_dict(opt_states[group])
+        except (ValueError, KeyError) as e:
+            raise InvalidInputError(
+                f"optimizer state of group '{group}' in {ckpt} does not fit this recipe's model "
+                f"({e})") from None
+        _check_optimizer_shapes(optimizer, ckpt / optimizer_files(group)[0])
     return CheckpointState(
         step=body["step"],
         data_position=body["data_position"],

@@ -4,6 +4,11 @@ One process on CPU by default; `accelerate launch --multi_gpu --num_processes N`
 replicas (gloo on CPU, NCCL on GPUs). Every rank keeps an identical EMA; the main process writes
 samples, logs, checkpoints and the exported model. Resuming replays the data stream and every RNG,
 so an interrupted-and-resumed run ends bit-identical to an uninterrupted one on CPU.
+
+A task names its parameter groups (one AdamW and LR schedule each, `[train]` overridden per group
+by `[train.optimizers.<group>]`); each step applies the updates `task.step` yields in order. The
+log has "loss/<group>" per group, the task's named figures, and "loss", the sum of the groups'
+losses: for a one-group task the loss itself, as before groups existed.
 """
 
 from __future__ import annotations
@@ -28,25 +33,26 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import send_to_device
+from accelerate.utils import DistributedDataParallelKwargs, send_to_device
 from tqdm.auto import tqdm
 
 from gambar.errors import GambarError, InvalidInputError
 from gambar.fsutil import atomic_write_bytes, atomic_write_text, replace_dir
 from gambar.model_dir import CONFIG, MANIFEST, WEIGHTS
 from gambar.text.setup import TOKENIZER_FILE
-from gambar.train import checkpoint
 from gambar.train.checkpoint import (
     CHECKPOINT_TMP,
+    GROUP_NAME,
     CheckpointState,
     capture_rng,
     checkpoint_dir,
+    is_checkpoint_file,
     load_checkpoint,
     nonfinite_tensor,
     restore_rng,
     save_checkpoint,
 )
-from gambar.train.ema import ema_update, make_ema
+from gambar.train.ema import ema_scope, ema_update, make_ema
 from gambar.train.recipe import TrainConfig, check_sections, lr_at, train_config
 from gambar.train.task import TrainingTask
 
@@ -55,16 +61,32 @@ MODEL_TMP = ".model.tmp"  # the export is written here, then swapped in as run_d
 
 
 @dataclass(frozen=True)
+class Groups:
+    """The task's parameter groups, checked: each one's parameters and settings ([train] with
+    its `[train.optimizers.<group>]`), and where the EMA averages (`ema_scope`)."""
+
+    params: dict[str, list[torch.nn.Parameter]]
+    settings: dict[str, TrainConfig]
+    ema_scope: str | None
+
+    @property
+    def several(self) -> bool:
+        """Whether the task has more than one parameter group (a GAN's G and D)."""
+        return len(self.params) > 1
+
+
+@dataclass(frozen=True)
 class Run:
     """What the loop's helpers share: the task, its settings and the objects being trained."""
 
     task: TrainingTask
     cfg: TrainConfig
+    groups: Groups
     accelerator: Accelerator
     prepared: torch.nn.Module  # what accelerate returned (DDP-wrapped when distributed)
     model: torch.nn.Module  # the bare module: EMA source, checkpointed weights
     ema: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizers: dict[str, torch.optim.Optimizer]  # group name -> its optimizer, prepared
     generator: torch.Generator  # the loss's randomness; per rank, checkpointed
 
     @property
@@ -94,41 +116,85 @@ def train(
     if sections is not None:
         check_sections(recipe, sections)
     cfg = train_config(recipe)
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision
-    )
+    found = check_run_dir(Path(cfg.run_dir), resume)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    task = task_factory(recipe)
+    groups = parameter_groups(task, cfg)
+    # Several groups: a step's forward passes leave some parameters without gradient (the
+    # discriminator's update does not reach the generator when its images are detached), which
+    # DDP refuses unless told to look for them. One group keeps DDP's faster default.
+    handlers = ([DistributedDataParallelKwargs(find_unused_parameters=True)]
+                if groups.several else [])
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision=cfg.mixed_precision, kwargs_handlers=handlers)
     try:
-        return _run(task_factory, recipe, cfg, accelerator, resume=resume, progress=progress)
+        return _run(task, groups, recipe, cfg, found, accelerator, progress=progress)
     finally:
         # accelerate keeps its settings in a process-wide singleton that refuses a second
         # Accelerator with another mixed_precision; forget them so train() can be called again.
         AcceleratorState._reset_state()
 
 
+def parameter_groups(task: TrainingTask, cfg: TrainConfig) -> Groups:
+    """The task's parameter groups, checked against its model and the recipe.
+
+    A family mistake (groups that overlap, a trainable parameter in none, an EMA target outside
+    the model) is a ValueError; a `[train.optimizers.<group>]` naming no group is the user's.
+    """
+    model = task.model
+    names = {id(p): name for name, p in model.named_parameters()}
+    owner: dict[int, str] = {}
+    params: dict[str, list[torch.nn.Parameter]] = {}
+    for group, members in task.param_groups(model).items():
+        if not isinstance(group, str) or not GROUP_NAME.fullmatch(group):
+            raise ValueError(f"parameter group name {group!r} must match {GROUP_NAME.pattern}")
+        params[group] = list(members)
+        if not params[group]:
+            raise ValueError(f"parameter group '{group}' has no parameters")
+        for p in params[group]:
+            if id(p) not in names:
+                raise ValueError(f"parameter group '{group}' holds a tensor that is not a "
+                                 "parameter of the task's model (it would not be checkpointed)")
+            if id(p) in owner:
+                raise ValueError(f"parameter '{names[id(p)]}' is in parameter groups "
+                                 f"'{owner[id(p)]}' and '{group}'; groups must not overlap")
+            owner[id(p)] = group
+    if not params:
+        raise ValueError("the task's param_groups returned no group")
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in owner:
+            raise ValueError(f"trainable parameter '{name}' is in no parameter group; add it to "
+                             "one, or set requires_grad=False if it is not to be trained")
+    cfg.check_groups(params)
+    return Groups(params, {g: cfg.group(g) for g in params},
+                  ema_scope(model, task.ema_target(model)))
+
+
 def _run(
-    task_factory: TaskFactory,
+    task: TrainingTask,
+    groups: Groups,
     recipe: dict[str, Any],
     cfg: TrainConfig,
+    found: RunDirCheck,
     accelerator: Accelerator,
     *,
-    resume: bool,
     progress: bool,
 ) -> Path:
     run_dir = Path(cfg.run_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
-    found = check_run_dir(run_dir, resume)
     accelerator.wait_for_everyone()  # every rank checks before the main one creates files
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    task = task_factory(recipe)
     model = task.model
     ema = make_ema(model)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-    )
+    optimizers = {
+        group: torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas,
+                                 weight_decay=settings.weight_decay)
+        for (group, params), settings in zip(groups.params.items(), groups.settings.values(),
+                                             strict=True)
+    }
     generator = torch.Generator()  # CPU, as STYLE §6: the loss's noise, timesteps, dropout
     if found.resume:
-        state = _resume_state(run_dir, recipe, model, ema, optimizer, generator, accelerator)
+        state = _resume_state(run_dir, recipe, model, ema, optimizers, generator, accelerator)
     else:
         state = CheckpointState(0, 0, 0.0, world, recipe)
         seed_process(cfg.seed, rank, generator)
@@ -143,9 +209,10 @@ def _run(
             run_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
 
-    prepared, optimizer = accelerator.prepare(model, optimizer)
+    prepared, *wrapped = accelerator.prepare(model, *optimizers.values())
     ema.to(accelerator.device)
-    run = Run(task, cfg, accelerator, prepared, model, ema, optimizer, generator)
+    run = Run(task, cfg, groups, accelerator, prepared, model, ema,
+              dict(zip(optimizers, wrapped, strict=True)), generator)
     final_loss = _loop(run, state, progress=progress)
     if accelerator.is_main_process:
         _export(run, _summary(cfg, state, world, final_loss))
@@ -208,7 +275,6 @@ def check_run_dir(run_dir: Path, resume: bool) -> RunDirCheck:
 # What a run writes before its first checkpoint, by name, with the shape the run gives it; a
 # directory of nothing else may be started again. Anything else (a link, a folder named like a
 # file, a file the run never writes) may be the user's, and the run refuses rather than delete it.
-_CHECKPOINT_FILES = frozenset((*checkpoint.FILES, "state.json"))
 _MODEL_FILES = frozenset((CONFIG, WEIGHTS, MANIFEST, TOKENIZER_FILE))
 _SAMPLE = re.compile(r"step_\d+\.png")
 _TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]+\.tmp")  # atomic_write_bytes' ".<name>.x1y2z3.tmp"
@@ -240,7 +306,7 @@ def _is_leftover(path: Path) -> bool:
     if name == "samples":
         return _holds_only(path, _SAMPLE.fullmatch)
     if name == CHECKPOINT_TMP:
-        return _holds_only(path, _CHECKPOINT_FILES.__contains__)
+        return _holds_only(path, is_checkpoint_file)
     if name == MODEL_TMP:
         return _holds_only(path, _MODEL_FILES.__contains__)
     return _debris_of(path, "log.jsonl".__eq__)  # _truncate_log's interrupted rewrite
@@ -262,12 +328,12 @@ def _resume_state(
     recipe: dict[str, Any],
     model: torch.nn.Module,
     ema: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: dict[str, torch.optim.Optimizer],
     generator: torch.Generator,
     accelerator: Accelerator,
 ) -> CheckpointState:
-    """Load the checkpoint into model/EMA/optimizer and this rank's RNGs; warn on recipe edits."""
-    state = load_checkpoint(run_dir, model, ema, optimizer)
+    """Load the checkpoint into model/EMA/optimizers and this rank's RNGs; warn on recipe edits."""
+    state = load_checkpoint(run_dir, model, ema, optimizers)
     if state.world_size != accelerator.num_processes:
         raise InvalidInputError(
             f"{run_dir} was trained with {state.world_size} processes, this run has "
@@ -329,7 +395,8 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _loop(run: Run, state: CheckpointState, *, progress: bool) -> float | None:
-    """Train from `state.step` to `cfg.steps`, updating `state`; return the last logged loss."""
+    """Train from `state.step` to `cfg.steps`, updating `state`; return the last logged loss
+    (the sum of the groups' losses)."""
     cfg, accelerator = run.cfg, run.accelerator
     batches = run.task.batches(
         start=state.data_position,
@@ -345,31 +412,35 @@ def _loop(run: Run, state: CheckpointState, *, progress: bool) -> float | None:
         dynamic_ncols=True,
         disable=not (progress and run.is_main),
     )
-    window: list[torch.Tensor] = []
+    window: list[dict[str, torch.Tensor]] = []  # each step's figures until they are logged
     last_loss = None
     saved = state.step or None  # the last good checkpoint's step (a resumed run starts at one)
     start_wall, t0 = state.wall_time, time.monotonic()
     with bar, graceful_stop() as stop_requested:
         for step in range(state.step, cfg.steps):
             batch = send_to_device(next(batches), accelerator.device)
-            loss = train_step(run, step, batch)
+            figures = train_step(run, step, batch)
+            bad = _nonfinite_loss(run, figures)
             # One reduce per step serves both flags, so that every rank stops together.
-            stop, diverged = _any_rank(accelerator, stop_requested(),
-                                       not math.isfinite(loss.item()))
+            stop, diverged = _any_rank(accelerator, stop_requested(), bad is not None)
             if diverged:
-                value = loss.item()
-                what = ("the loss is not finite on another process" if math.isfinite(value)
-                        else f"the loss is {value}")
-                raise _diverged(run, step + 1, what, saved)
-            window.append(loss)
-            ema_update(run.ema, run.model, 0.0 if step < cfg.ema_start else cfg.ema_decay)
+                if bad is None:
+                    raise _diverged(run, step + 1, "the loss is not finite on another process",
+                                    saved)
+                group, value = bad
+                where = f" (parameter group '{group}')" if run.groups.several else ""
+                raise _diverged(run, step + 1, f"the loss is {value}{where}", saved, group)
+            window.append(figures)
+            ema_update(run.ema, run.model, 0.0 if step < cfg.ema_start else cfg.ema_decay,
+                       run.groups.ema_scope)
             state.step, state.data_position = step + 1, state.data_position + 1
             state.wall_time = start_wall + time.monotonic() - t0
             bar.update(1)
             done = state.step
             if done % cfg.log_every == 0 or done == cfg.steps:
-                last_loss = _log(run, window, lr_at(cfg, step), state)
-                bar.set_postfix(loss=f"{last_loss:.4g}")
+                line = _log(run, window, step, state)
+                last_loss = line["loss"]
+                bar.set_postfix(_postfix(run, line))
                 window = []
             if cfg.sample_every and done % cfg.sample_every == 0 and run.is_main:
                 save_samples(run.task, run.ema, run.run_dir, done)
@@ -379,7 +450,7 @@ def _loop(run: Run, state: CheckpointState, *, progress: bool) -> float | None:
             spent = bool(cfg.max_minutes) and _any_rank(
                 accelerator, state.wall_time >= cfg.max_minutes * 60)[0]
             if spent and window:
-                last_loss = _log(run, window, lr_at(cfg, step), state)
+                last_loss = _log(run, window, step, state)["loss"]
                 window = []
             if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop or spent:
                 _checkpoint(run, state, saved)
@@ -397,29 +468,92 @@ def _loop(run: Run, state: CheckpointState, *, progress: bool) -> float | None:
     return last_loss
 
 
-def train_step(run: Run, step: int, batch: Any) -> torch.Tensor:
-    """One optimizer step on one batch; return the detached loss."""
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr_at(run.cfg, step)  # from the step, so resuming needs no scheduler state
-    with run.accelerator.autocast():
-        loss = run.task.loss(run.prepared, batch, run.generator)
-    run.accelerator.backward(loss)
-    if run.cfg.grad_clip > 0:
-        run.accelerator.clip_grad_norm_(run.prepared.parameters(), run.cfg.grad_clip)
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    return loss.detach().float()
+# Log keys the loop writes itself; a task's figures must be named otherwise.
+_RESERVED = ("step", "loss", "lr", "time")
 
 
-def _log(run: Run, window: list[torch.Tensor], lr: float, state: CheckpointState) -> float:
-    """Append the window's mean loss over all ranks to log.jsonl; every rank must call this."""
-    mean = run.accelerator.reduce(torch.stack(window).mean(), reduction="mean")
-    loss = float(mean.item())
+def train_step(run: Run, step: int, batch: Any) -> dict[str, torch.Tensor]:
+    """Apply the updates `task.step` yields for one batch, in order; return this step's figures
+    (detached): "loss/<group>" and the updates' logs, each the mean over the step's updates."""
+    figures: dict[str, list[torch.Tensor]] = {}
+    updates = run.task.step(run.prepared, batch, run.generator, step)
+    while True:
+        with run.accelerator.autocast():  # the task's forward passes run inside next()
+            update = next(updates, None)
+        if update is None:
+            break
+        group = update.group
+        optimizer = run.optimizers.get(group)
+        if optimizer is None:
+            raise ValueError(f"task.step yielded an update of parameter group {group!r}; its "
+                             f"param_groups are {', '.join(run.optimizers)}")
+        settings = run.groups.settings[group]
+        for param_group in optimizer.param_groups:
+            # from the step, so resuming needs no scheduler state
+            param_group["lr"] = lr_at(settings, step)
+        run.accelerator.backward(update.loss)
+        if settings.grad_clip > 0:
+            run.accelerator.clip_grad_norm_(run.groups.params[group], settings.grad_clip)
+        optimizer.step()
+        # Every gradient, not only this group's: the discriminator's loss also reaches the
+        # generator, and those gradients must not leak into the generator's own update.
+        run.model.zero_grad(set_to_none=True)
+        figures.setdefault(f"loss/{group}", []).append(update.loss.detach().float())
+        for name, value in update.logs.items():
+            if name in _RESERVED or name.startswith(("loss/", "lr/")):
+                raise ValueError(f"an update's log name {name!r} is one the loop writes itself")
+            figures.setdefault(name, []).append(value.detach().float().reshape(()))
+    if not figures:
+        raise ValueError(f"task.step yielded no update at step {step}")
+    return {name: values[0] if len(values) == 1 else torch.stack(values).mean()
+            for name, values in figures.items()}
+
+
+def _nonfinite_loss(run: Run, figures: dict[str, torch.Tensor]) -> tuple[str, float] | None:
+    """The first parameter group whose loss this step is NaN or inf, with that loss, or None."""
+    for group in run.groups.params:
+        loss = figures.get(f"loss/{group}")
+        if loss is not None and not math.isfinite(value := loss.item()):
+            return group, value
+    return None
+
+
+def _log(run: Run, window: list[dict[str, torch.Tensor]], step: int,
+         state: CheckpointState) -> dict[str, Any]:
+    """Append the window's figures, each a mean over its steps and all ranks, to log.jsonl;
+    return the line. Every rank must call this (one reduce for all figures)."""
+    names = sorted({name for figures in window for name in figures})  # the same on every rank
+    means = torch.stack([torch.stack([f[name] for f in window if name in f]).mean()
+                         for name in names])
+    values = dict(zip(names, run.accelerator.reduce(means, reduction="mean").tolist(),
+                      strict=True))
+    losses = {f"loss/{g}": values.pop(f"loss/{g}") for g in run.groups.params
+              if f"loss/{g}" in values}
+    line = {
+        "step": state.step,
+        "loss": sum(losses.values()),
+        **losses,
+        **values,
+        "lr": lr_at(run.cfg, step),
+        **{f"lr/{g}": lr_at(settings, step) for g, settings in run.groups.settings.items()},
+        "time": round(state.wall_time, 3),
+    }
     if run.is_main:
-        line = {"step": state.step, "loss": loss, "lr": lr, "time": round(state.wall_time, 3)}
         with (run.run_dir / "log.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
-    return loss
+    return line
+
+
+def _postfix(run: Run, line: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's figures: the loss (each group's when several), the task's logs."""
+    if run.groups.several:
+        shown = {g: line[f"loss/{g}"] for g in run.groups.params if f"loss/{g}" in line}
+    else:
+        shown = {"loss": line["loss"]}
+    skip = {"step", "loss", "lr", "time"}
+    shown.update({k: v for k, v in line.items()
+                  if k not in skip and not k.startswith(("loss/", "lr/"))})
+    return {name: f"{value:.4g}" for name, value in shown.items()}
 
 
 def _any_rank(accelerator: Accelerator, *flags: bool) -> list[bool]:
@@ -431,13 +565,17 @@ def _any_rank(accelerator: Accelerator, *flags: bool) -> list[bool]:
     return [v > 0 for v in accelerator.reduce(tensor, reduction="sum").tolist()]
 
 
-def _diverged(run: Run, step: int, what: str, saved: int | None) -> GambarError:
+def _diverged(run: Run, step: int, what: str, saved: int | None,
+              group: str | None = None) -> GambarError:
     """The one-line error that ends a run whose loss or weights stopped being finite."""
     kept = (f"the last good checkpoint (step {saved}) is kept in {run.run_dir}"
             if saved is not None else "no checkpoint was written")
+    key, lr = "train", run.cfg.lr
+    if group is not None and group in run.cfg.optimizers:
+        key, lr = f"train.optimizers.{group}", run.groups.settings[group].lr
     return GambarError(
         f"training diverged at step {step}: {what}; nothing from that step was saved and {kept}; "
-        f"lower train.lr (now {run.cfg.lr:g}) or raise train.warmup_steps and start again"
+        f"lower {key}.lr (now {lr:g}) or raise {key}.warmup_steps and start again"
         + (" with --resume" if saved is not None else "")
     )
 
@@ -477,13 +615,13 @@ def _checkpoint(run: Run, state: CheckpointState, saved: int | None) -> None:
     Weights are checked here, not every step (a scan of every tensor): a checkpoint, and so the
     export that always follows one at the same step, never holds NaN or inf.
     """
-    bad = nonfinite_tensor(run.model, run.ema, run.optimizer)
+    bad = nonfinite_tensor(run.model, run.ema, run.optimizers)
     if _any_rank(run.accelerator, bad is not None)[0]:
         raise _diverged(run, state.step, f"{bad or 'a weight on another process'} is not finite",
                         saved)
     state.rng = gather_rng(run.accelerator, capture_rng(run.generator))
     if run.is_main:
-        save_checkpoint(run.run_dir, state, run.model, run.ema, run.optimizer)
+        save_checkpoint(run.run_dir, state, run.model, run.ema, run.optimizers)
     run.accelerator.wait_for_everyone()
 
 

@@ -7,7 +7,6 @@ filtered from every source).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from gambar.config import dataclass_from_dict
+from gambar.data.batches import endless_batches
 from gambar.data.mix import recipe_data
 from gambar.data.shapes import to_tensor
 from gambar.errors import InvalidInputError
@@ -28,6 +28,7 @@ from gambar.imaging import make_grid
 from gambar.text.base import Encoded
 from gambar.text.setup import TextSetup
 from gambar.train.recipe import check_sections, text_section
+from gambar.train.task import Update
 
 # Training above generate()'s largest size made a model whose own size its load() refused.
 MAX_SAMPLE_SIZE = MAX_SIZE
@@ -124,6 +125,11 @@ def _check_size(size: Any, key: str, unet: UNetConfig) -> None:
             f"{stride}, such as {', '.join(str(n) for n in (below, above) if n > 0)}")
 
 
+def _collate(items: list[tuple[torch.Tensor, str]]) -> dict[str, Any]:
+    return {"images": torch.stack([image for image, _ in items]),
+            "captions": [caption for _, caption in items]}
+
+
 class DiffusionTask:
     """Builds everything one diffusion training run needs from its recipe dict."""
 
@@ -158,13 +164,21 @@ class DiffusionTask:
         return to_tensor(sample.image), sample.caption
 
     def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
-        for b in itertools.count(start):
-            first = (b * world_size + rank) * batch_size
-            items = [self._item(i) for i in range(first, first + batch_size)]
-            yield {"images": torch.stack([image for image, _ in items]),
-                   "captions": [caption for _, caption in items]}
+        return endless_batches(self._item, _collate, start=start, rank=rank,
+                               world_size=world_size, batch_size=batch_size)
+
+    def param_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+        return {"model": list(model.parameters())}  # one AdamW over the UNet and trainable text
+
+    def ema_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def step(self, model: torch.nn.Module, batch: Any, generator: torch.Generator,
+             step: int) -> Iterator[Update]:
+        yield Update("model", self.loss(model, batch, generator))
 
     def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        """The diffusion loss of one batch, its caption dropout drawn from `generator`."""
         captions = list(batch["captions"])
         drop = torch.rand(len(captions), generator=generator) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
