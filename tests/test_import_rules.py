@@ -270,7 +270,7 @@ def test_options_inputs_registry_and_the_cli_never_import_torch():
         result = probe(target, ALLOWED_TORCH)
         used.update(result["stubbed"])
         if result["torch"]:
-            steps = " -> ".join(dict.fromkeys(f"{m}:{line}" for m, line in result["chain"]))
+            steps = " -> ".join(dict.fromkeys(f"{m}:{line}" for m, line in result["chain"] or []))
             bad.append(f"{target} imports torch: {steps} -> torch")
     assert not bad, "modules that must stay torch-free import it:\n  " + "\n  ".join(bad)
     # An entry is still needed while some target goes through it and it still pulls torch in.
