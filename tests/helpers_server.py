@@ -1,7 +1,10 @@
-"""A real gambar server on 127.0.0.1 for tests: uvicorn in a thread on a free port."""
+"""A real gambar server on 127.0.0.1 for tests (uvicorn in a thread on a free port), and fake
+pipelines: one of a family with no sampler options that takes a layout, one that draws a
+diffusion model's options at once, and a wrapper for pipelines that misbehave on cue."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import json
@@ -16,10 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
+
+from gambar.generators.diffusion.options import DiffusionOptions
+from gambar.options import Options, option
+from gambar.pipeline import Generated, check_request, common_provenance, input_provenance
 
 
 def need(module: str) -> ModuleType:
@@ -138,3 +145,83 @@ def served_models(tiny_model_dir):
 
     pipe = gambar.load(tiny_model_dir)
     return {pipe.name: pipe}
+
+
+class Proxy:
+    """A pipeline wrapping another: everything but what a subclass overrides is the wrapped
+    one's (family, name, Options, inputs, default_options ...)."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pipe, name)
+
+
+@dataclass(frozen=True)
+class BoxesOptions(Options):
+    """A family with no sampler: no steps, guidance, sampler or negative prompt."""
+
+    family: ClassVar[str] = "boxes"
+
+    size: int = option(16, low=8, high=64, help="image side in pixels")
+
+
+class BoxesPipeline:
+    """A one-step family that takes a layout: each box is filled with a colour from the seed,
+    on white (all white without a layout). `frames` > 1 makes clips whose frames darken."""
+
+    family = "boxes"
+    Options = BoxesOptions
+    inputs = frozenset({"layout"})
+
+    def __init__(self, name: str = "boxes", frames: int = 1) -> None:
+        self.name, self.frames = name, frames
+        self.sha256 = hashlib.sha256(name.encode()).hexdigest()
+        self.default_options = BoxesOptions()
+
+    def generate(self, prompts, *, seeds, options=None, inputs=None, batch_size=8,
+                 progress=True, **changes):
+        opts = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
+        layout = (inputs or {}).get("layout")
+        out = []
+        for k, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
+            frames = [self.draw(opts.size, seed, layout, f) for f in range(self.frames)]
+            prov = {**common_provenance(self, prompt, seed, k, len(prompts)),
+                    **opts.to_dict(), **input_provenance(inputs)}
+            out.append(Generated(frames, prov))
+            if callable(progress):
+                progress(k + 1, len(prompts))
+        return out
+
+    @staticmethod
+    def colour(seed: int, frame: int = 0) -> tuple[int, int, int]:
+        return (seed * 37 % 200, seed * 91 % 200, 200 - 40 * frame)
+
+    @classmethod
+    def draw(cls, size: int, seed: int, layout: Any, frame: int = 0) -> Image.Image:
+        image = Image.new("RGB", (size, size), "white")
+        for box in layout.objects if layout else ():
+            ImageDraw.Draw(image).rectangle(
+                (box.x0 * size, box.y0 * size, box.x1 * size - 1, box.y1 * size - 1),
+                fill=cls.colour(seed, frame))
+        return image
+
+
+class Instant:
+    """A diffusion-family pipeline that draws a grey square at once (tests of parsing and the
+    job flow, not of sampling); its defaults are those of the tiny test model."""
+
+    family, name, sha256 = "diffusion", "tiny", "0" * 64
+    Options = DiffusionOptions
+    inputs = frozenset({"init", "mask"})
+    default_options = DiffusionOptions(steps=2, guidance=3.0, sampler="ddim", size=32)
+
+    def generate(self, prompts, *, seeds, options=None, inputs=None, batch_size=8,
+                 progress=True, **changes):
+        opts = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
+        if callable(progress):
+            progress(1, 1)
+        return [Generated([Image.new("RGB", (opts.size, opts.size), "grey")],
+                          {"seed": s, **opts.to_dict(), **input_provenance(inputs)})
+                for s in seeds]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from helpers_server import (  # noqa: F401
+    Proxy,
     client_from,
     live_server,
     need,
@@ -70,13 +71,15 @@ def test_submit_poll_and_fetch_png_with_provenance(server, client, served_models
     assert np.array_equal(np.asarray(image), np.asarray(direct.image))
 
 
-def test_defaults_are_resolved_and_a_random_seed_is_recorded(client):
+def test_defaults_are_resolved_and_a_random_seed_is_recorded(client, served_models):  # noqa: F811
     job = wait_done(client, submit(client, prompt="a red circle")["id"])
     s = job["settings"]
-    from gambar.generators.diffusion.pipeline import DEFAULTS
+    defaults = served_models["tiny"].default_options
 
-    assert (s["sampler"], s["guidance"], s["size"], s["n"], s["steps"]) == (
-        DEFAULTS["sampler"], DEFAULTS["guidance"], 32, 1, 2)
+    assert (s["sampler"], s["guidance"], s["size"], s["n"], s["steps"], s["inputs"]) == (
+        defaults.sampler, defaults.guidance, 32, 1, 2, [])
+    # Every option of the model is in the settings, resolved.
+    assert {k: s[k] for k in defaults.to_dict()} == {**defaults.to_dict(), "steps": 2}
     assert isinstance(s["seed"], int) and job["images"][0]["provenance"]["seed"] == s["seed"]
 
 
@@ -136,12 +139,17 @@ def test_cancel_and_delete_a_queued_job(server, client):
     ({"n": 0}, "n"),
     ({"n": 17}, "n"),
     ({"n": "two"}, "n"),
-    ({"steps": 151}, "steps"),
+    ({"steps": 1001}, "steps"),
+    ({"steps": 2.5}, "steps"),
     ({"guidance": 51}, "guidance"),
     ({"seed": -1}, "seed"),
     ({"sampler": "plms"}, "sampler"),
-    ({"size": 33}, "size"),
+    ({"eta": 0.5}, "eta"),  # eta is ddim's; the model's default sampler is not
+    ({"size": 7}, "size"),
     ({"size": 512}, "size"),
+    ({"precision": "fp16"}, "precision"),
+    ({"layout": {"objects": [{"box": [0, 0, 1, 1], "label": "x"}]}}, "layout"),  # not taken
+    ({"init": "not base64!"}, "init"),
     ({"negative_prompt": "x" * 501}, "negative_prompt"),
     ({"styles": ["cinematic"]}, "styles"),
     ({"model": "dall-e-3"}, "dall-e-3"),
@@ -278,13 +286,8 @@ def test_results_expire_and_stay_under_the_size_limit(server, client):
         "jobs.lock", "jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"}
 
 
-class Flaky:
+class Flaky(Proxy):
     """A pipeline that fails on command: a bug ("crash") or a user mistake ("bad")."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-        self.family, self.name, self.sha256 = pipe.family, pipe.name, pipe.sha256
-        self.defaults = pipe.defaults
 
     def generate(self, prompts, **options):
         if prompts[0] == "crash":
@@ -312,7 +315,12 @@ def test_models_health_docs_and_page(client):
     models = client.get("/api/models").json()
     (tiny,) = models["models"]
     assert tiny["name"] == "tiny" and tiny["default"] and tiny["defaults"]["size"] == 32
-    assert models["limits"]["max_images"] == 16 and "dpmpp" in models["limits"]["samplers"]
+    assert models["limits"] == {"max_images": 16, "max_prompt_chars": 500}
+    options = {o["name"]: o for o in tiny["options"]}
+    assert options["sampler"]["choices"] == ["dpmpp", "ddim", "ddpm", "euler"]
+    assert (options["steps"]["low"], options["steps"]["high"], options["size"]["default"]) == (
+        1, 1000, 32)
+    assert tiny["family"] == "diffusion" and tiny["inputs"] == ["init", "mask"]
     assert client.get("/api/health").json()["status"] == "ok"
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel",

@@ -6,9 +6,8 @@ import json
 import string
 
 import pytest
-from PIL import Image
 
-from helpers_server import need, served_models  # noqa: F401
+from helpers_server import BoxesPipeline, Instant, need, served_models  # noqa: F401
 
 need("fastapi")
 need("httpx")
@@ -18,11 +17,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from gambar.pipeline import Generated  # noqa: E402
 from gambar.server.app import create_app  # noqa: E402
 from gambar.server.compat_a1111 import INERT, Txt2ImgRequest  # noqa: E402
 from gambar.server.compat_openai import ImageGenerationRequest  # noqa: E402
-from gambar.server.schemas import JobRequest  # noqa: E402
+from gambar.server.schemas import job_request_model  # noqa: E402
 from gambar.server.service import JobService  # noqa: E402
 from gambar.server.settings import ServerSettings  # noqa: E402
 
@@ -77,7 +75,7 @@ PROMPT = '"prompt": "a red circle", "steps": 1'
     # A value shown in a message is cut short, however deep or long it is.
     (A1111, '{"prompt": "a", "script_args": ' + DEEP + "}", 422, "script_args"),
     (A1111, {"prompt": "a", "styles": ["x" * 100_000]}, 422, "styles"),
-    (OPENAI, {"prompt": "a", "x" * 100_000: 1}, 400, "not supported"),
+    (OPENAI, {"prompt": "a", "x" * 100_000: 1}, 400, "does not apply"),
     (API, "{not json", 422, "not valid JSON"),
 ], ids=lambda v: v[:40] if isinstance(v, str) else None)
 def test_bad_bodies_get_a_one_line_4xx(client, path, body, status, words):
@@ -85,6 +83,23 @@ def test_bad_bodies_get_a_one_line_4xx(client, path, body, status, words):
     assert r.status_code == status, r.text
     message = error_of(r)
     assert words in message and "\n" not in message and len(message) < 400, message
+
+
+# gambar.options._checked formats an out-of-range value with {:g}, which raises OverflowError
+# for an int past float's range: a 500. /api/jobs's own bounds stop it first; the dialects pass
+# the value to the model's Options as it came. (Reported to the lead; remove the marks then.)
+OVERFLOW = pytest.mark.xfail(strict=True, reason="options._checked: f'{value:g}' of a huge int")
+
+
+@pytest.mark.parametrize(("path", "field", "status"), [
+    (API, "steps", 422),
+    pytest.param(OPENAI, "steps", 400, marks=OVERFLOW),
+    pytest.param(A1111, "steps", 422, marks=OVERFLOW),
+])
+def test_a_number_past_floats_range_is_a_4xx(client, path, field, status):
+    r = post(client, path, '{"prompt": "a", "%s": 1%s}' % (field, "0" * 400))
+    assert r.status_code == status, r.text
+    assert field in error_of(r)
 
 
 def test_inert_fields_are_accepted_whatever_they_hold_and_not_echoed(client):
@@ -107,18 +122,7 @@ def test_a_signed_url_with_a_non_ascii_signature_is_refused(served_models, tmp_p
             assert r.status_code == 401, (sig, r.status_code)
 
 
-class Instant:
-    """A pipeline that draws a grey square at once: the fuzz tests parsing, not sampling."""
-
-    family, name, sha256 = "diffusion", "tiny", "0" * 64
-    defaults = {"steps": 2, "guidance": 3.0, "sampler": "ddim", "size": 32}
-
-    def generate(self, prompts, *, seeds, progress, size, **options):
-        progress(1, 1)
-        return [Generated(Image.new("RGB", (size, size), "grey"), {"seed": s, "size": size})
-                for s in seeds]
-
-
+LAYOUT = {"objects": [{"box": [0, 0, 0.5, 1], "label": "a red circle"}]}
 NASTY_TEXT = ["²x²", "１x１", "٣٢x٣٢", "32x32", "64X64", "auto", "0x0", "-1x-1", "512x256",
               "DDIM", "Euler a", "dpmpp", "k_euler_a karras", "automatic", "tiny", "tiny [x]",
               "a red circle", "", " ", "\u200b", "\x00", "png", "url", "b64_json", "vivid", "hd"]
@@ -136,7 +140,8 @@ PLAUSIBLE = st.sampled_from([None, True, False, 1, 2, 3, 8, 16, 32, 64, -1, 0.0,
                              "b64_json", "url", "standard", "vivid", "opaque", [], {},
                              # and near misses that once slipped past hand-written parsing
                              "²x²", "１x１", "٣٢x٣٢", {"sd_model_checkpoint": 5},
-                             {"sd_model_checkpoint": ["tiny"]}, float("nan"), float("inf")])
+                             {"sd_model_checkpoint": ["tiny"]}, float("nan"), float("inf"),
+                             "boxes", LAYOUT, {"objects": [{"box": [0, 0, 2, 1]}]}])
 NASTY = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=3)
                      | st.dictionaries(st.sampled_from(NASTY_TEXT + ["sd_model_checkpoint"]),
                                        inner, max_size=3), max_leaves=8)
@@ -152,9 +157,13 @@ def bodies(model, extras=()):
     return st.one_of(changed, changed, changed, NASTY.filter(lambda v: not isinstance(v, dict)))
 
 
+# Two families, so the fuzz also sends options one of them lacks (steps to boxes, and back).
+FUZZED = {"tiny": Instant(), "boxes": BoxesPipeline()}
+
+
 @pytest.fixture(scope="module")
 def instant(tmp_path_factory):
-    with serve({"tiny": Instant()}, tmp_path_factory.mktemp("fuzz"), queue_size=1000,
+    with serve(FUZZED, tmp_path_factory.mktemp("fuzz"), queue_size=1000,
                per_client=1000) as c:
         yield c
 
@@ -162,7 +171,12 @@ def instant(tmp_path_factory):
 FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
-ENDPOINTS = [(API, JobRequest, ()), (OPENAI, ImageGenerationRequest, ()),
+# The body of /api/jobs is built from the served models (as create_app builds it); OpenAI's
+# extensions are the models' options and inputs.
+OPTION_NAMES = ("steps", "guidance", "sampler", "eta", "size", "negative_prompt", "precision",
+                "strength", "layout", "init", "mask")
+ENDPOINTS = [(API, job_request_model(FUZZED), ()),
+             (OPENAI, ImageGenerationRequest, OPTION_NAMES),
              (A1111, Txt2ImgRequest, INERT[:6])]
 
 
@@ -189,7 +203,9 @@ def assert_no_500(r, body):
 NEAR_MISSES = ["²x²", "١٢x١٢", "1e3x1e3", "32x32x32", "", "\x00", "x" * 5000, -1, 0, 2**63,
                -(2**70), 1e308, float("nan"), float("inf"), 0.5, True, None, [], ["x", 1],
                [[[["deep"]]]], {}, {"sd_model_checkpoint": 5}, {"sd_model_checkpoint": []},
-               {"CLIP_stop_at_last_layers": float("nan")}]
+               {"CLIP_stop_at_last_layers": float("nan")}, {"objects": []},
+               {"objects": [{"box": [0, 0, 1, 1], "label": 5}]}, {"objects": [[]] * 17},
+               "data:image/png;base64,AAAA", "iVBORw0KGgo=", "boxes"]
 
 
 @pytest.mark.parametrize(("path", "model", "extras"), ENDPOINTS, ids=["api", "openai", "a1111"])

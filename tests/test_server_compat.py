@@ -107,7 +107,8 @@ def test_a1111_txt2img_with_the_clients_defaults(a1111):
     assert res.info["all_seeds"] == [5, 6] and res.info["sampler_name"] == "Euler a"
     assert res.info["cfg_scale"] == 7.0 and res.info["width"] == 512
     g = res.info["gambar"]
-    assert g["sampler"] == "ddim" and g["sampler_options"] == {"eta": 1.0}
+    assert (g["options"]["sampler"], g["options"]["eta"], g["options"]["steps"]) == (
+        "ddim", 1.0, 3)
     assert g["drawn_at"] == "32x32" and g["resized_to"] == "512x512"
     assert "Steps: 3, Sampler: Euler a" in res.info["infotexts"][0]
     raw = base64.b64decode(res.json["images"][1])
@@ -122,7 +123,9 @@ def test_a1111_native_size_and_seed_reproduce(a1111):
                         sampler_name="DPM++ 2M", cfg_scale=3)
     assert one.image.size == (32, 32) and one.info["gambar"]["resize"] == "none"
     assert np.array_equal(np.asarray(one.image), np.asarray(two.image))
-    assert one.info["gambar"]["sampler"] == "dpmpp"
+    # webuiapi's eta 1 is inert for DPM++ (as in A1111): not passed on.
+    assert (one.info["gambar"]["options"]["sampler"], one.info["gambar"]["options"]["eta"]) == (
+        "dpmpp", 0.0)
 
 
 @pytest.mark.parametrize(("options", "words"), [

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from helpers_server import (  # noqa: F401
+    Proxy,
     live_server,
     need,
     png_provenance,
@@ -23,7 +24,7 @@ need("fastapi")
 httpx = need("httpx")
 
 from gambar.errors import CorruptFileError, InvalidInputError  # noqa: E402
-from gambar.server.jobs import State  # noqa: E402
+from gambar.server.jobs import State, new_job_id  # noqa: E402
 from gambar.server.journal import JOURNAL  # noqa: E402
 from gambar.server.service import JobService  # noqa: E402
 from gambar.server.settings import ServerSettings  # noqa: E402
@@ -32,12 +33,11 @@ A, A_ = "addr:10.0.0.1/id:a", "addr:10.0.0.1/id:b"  # two ids of one address
 C = "addr:10.0.0.2"
 
 
-class Gated:
+class Gated(Proxy):
     """A pipeline whose first step waits for `release`, so a job can be caught running."""
 
     def __init__(self, pipe):
-        self.pipe, self.family, self.name = pipe, pipe.family, pipe.name
-        self.sha256, self.defaults = pipe.sha256, pipe.defaults
+        super().__init__(pipe)
         self.running, self.release = threading.Event(), threading.Event()
 
     def generate(self, prompts, *, progress, **options):
@@ -55,7 +55,7 @@ def service(pipelines, results, **settings):
 
 
 def spec(svc, seed, steps=3):
-    return svc.make_spec(prompt="a red circle", seed=seed, steps=steps)
+    return svc.make_spec(prompt="a red circle", seed=seed, options={"steps": steps})
 
 
 def test_a_job_is_journalled_before_submit_returns(served_models, tmp_path):  # noqa: F811
@@ -140,6 +140,31 @@ def test_a_finished_job_is_not_run_again(served_models, tmp_path):  # noqa: F811
         assert again.jobs_run == 0 and again.queue_length() == 0
     finally:
         again.stop()
+
+
+def test_a_job_journalled_in_the_old_flat_format_runs_with_its_options(
+        served_models, tmp_path):  # noqa: F811
+    """Journals written before options were one dict keep working after an upgrade."""
+    old = {"model": "tiny", "prompt": "a red circle", "negative_prompt": "blue", "seeds": [4],
+           "steps": 3, "guidance": 2.5, "sampler": "ddim", "size": 32, "output_size": None,
+           "eta": None, "n": 1, "seed": 4}
+    svc = service(served_models, tmp_path)
+    job_id = new_job_id()
+    svc.journal.add(job_id, A, old, time.time())
+    svc.start()
+    try:
+        job = svc.get(job_id)
+        assert job.done.wait(30) and job.state == State.DONE, job.error
+        assert job.spec.options == {"negative_prompt": "blue", "steps": 3, "guidance": 2.5,
+                                    "sampler": "ddim", "size": 32}
+        image, prov = png_provenance(svc.store.image_path(job_id, 0).read_bytes())
+    finally:
+        svc.stop()
+    alone = served_models["tiny"].generate(["a red circle"], seeds=[4], steps=3, guidance=2.5,
+                                           sampler="ddim", negative_prompt="blue",
+                                           progress=False)[0]
+    assert (prov["steps"], prov["negative_prompt"]) == (3, "blue")
+    assert np.array_equal(np.asarray(image), np.asarray(alone.image))
 
 
 def test_a_job_whose_model_is_gone_fails_with_a_reason(served_models, tmp_path):  # noqa: F811

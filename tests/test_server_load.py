@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers_server import (  # noqa: F401
+    Proxy,
     client_from,
     live_server,
     need,
@@ -31,12 +32,11 @@ PROMPTS = ["a red circle", "three blue stars", "sebuah lingkaran merah", "dua bi
 POLL_S = 0.2  # 20 clients polling faster only compete with the worker for the GIL
 
 
-class Counting:
+class Counting(Proxy):
     """Wraps a pipeline and counts how often each seed is drawn."""
 
     def __init__(self, pipe):
-        self.pipe, self.family, self.name = pipe, pipe.family, pipe.name
-        self.sha256, self.defaults = pipe.sha256, pipe.defaults
+        super().__init__(pipe)
         self.drawn: Counter = Counter()
         self._lock = threading.Lock()
 

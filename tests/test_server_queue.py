@@ -1,5 +1,6 @@
 """The fair queue, the results store and the client identity, without a server."""
 
+import json
 import random
 
 import pytest
@@ -127,8 +128,7 @@ def test_job_ids_are_random_and_validated():
 
 
 def _record(job_id, finished):
-    spec = JobSpec(model="m", prompt="p", negative_prompt="", seeds=(1,), steps=2, guidance=1.0,
-                   sampler="ddim", size=32)
+    spec = JobSpec(model="m", prompt="p", seeds=(1,), options={"steps": 2, "size": 32})
     job = Job(id=job_id, client="c", spec=spec, finished=finished)
     return job.record()
 
@@ -173,3 +173,21 @@ def test_store_builds_no_path_from_outside_input(tmp_path):
         with pytest.raises(ValueError):
             store.write_image(bad, 0, b"x")
     assert store.image_path(new_job_id(), -1) is None
+
+
+def test_job_records_round_trip_and_old_flat_records_fold_into_options():
+    spec = JobSpec(model="m", prompt="p", seeds=(5, 6), options={"size": 16},
+                   inputs={"layout": {"objects": []}}, output_size=64)
+    assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.settings() == {"model": "m", "prompt": "p", "n": 2, "seed": 5, "seeds": [5, 6],
+                               "output_size": 64, "inputs": ["layout"], "size": 16}
+    # A record written before options were one dict (flat diffusion keys beside the prompt).
+    old = {"id": new_job_id(), "client": "c", "state": "done", "created": 1.0, "started": 1.0,
+           "finished": 2.0, "error": None, "images": [],
+           "spec": {"model": "tiny", "prompt": "p", "negative_prompt": "", "seeds": [3],
+                    "steps": 20, "guidance": 2.0, "sampler": "ddim", "size": 32,
+                    "output_size": 512, "eta": None, "n": 1, "seed": 3}}
+    job = Job.from_record(old)
+    assert job.spec.options == {"negative_prompt": "", "steps": 20, "guidance": 2.0,
+                                "sampler": "ddim", "size": 32}
+    assert (job.spec.inputs, job.spec.output_size, job.spec.seeds) == ({}, 512, (3,))

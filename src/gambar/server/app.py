@@ -21,6 +21,7 @@ from gambar.server import compat_a1111, compat_openai, routes
 from gambar.server.auth import CHALLENGE, authorized
 from gambar.server.body_limit import BodyLimit
 from gambar.server.errors import error_response, install_error_handlers
+from gambar.server.schemas import job_request_model
 from gambar.server.service import JobService
 
 STATIC = Path(__file__).parent / "static"
@@ -93,6 +94,8 @@ def create_app(service: JobService) -> FastAPI:
     # Added last, so outermost: a huge body is refused before anything reads it.
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_kb * 1024)
 
+    # The job request's schema comes from the served models' options (and documents them).
+    app.include_router(routes.submit_router(job_request_model(service.pipelines)))
     app.include_router(routes.router)
     app.include_router(routes.open_router)
     app.include_router(compat_openai.router)

@@ -1,9 +1,12 @@
-"""What the OpenAI and A1111 dialects share: refusing options they cannot honour, and running
-a job to the end for APIs whose clients wait for the images in one request.
+"""What the OpenAI and A1111 dialects share: refusing options they cannot honour, the native
+size they resize from, and running a job to the end for APIs whose clients wait for the images
+in one request.
 
 The rule: an option that leaves the result unchanged (a client's default that means "off") is
 accepted; an option that would change the result and cannot be honoured is answered 4xx
-naming it, never silently ignored.
+naming it, never silently ignored. That holds per model: a field that maps onto an option the
+chosen model's family lacks (steps for a GAN) is accepted only when off; each dialect says
+which values count as off for it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 from fastapi import Request
 
 from gambar.errors import InvalidInputError, shown
+from gambar.inputs import INPUTS
+from gambar.pipeline import Pipeline
 from gambar.server.auth import client_key
 from gambar.server.errors import ApiError
 from gambar.server.jobs import Job, JobSpec, State
@@ -40,6 +45,37 @@ def reject_unknown(extras: Mapping[str, Any] | None, ignored: Iterable[str] = ()
             raise InvalidInputError(
                 f"option {shown(name)} is not supported by gambar and would change the result; "
                 "leave it out")
+
+
+def extensions(pipe: Pipeline, extras: Mapping[str, Any] | None
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(options, inputs) named by a dialect's extra fields: the model's options and inputs.
+
+    An extra that is off (see is_off) and names nothing the model has is dropped; any other is
+    kept as an option, so the model's Options refuse it by name ("option 'steps' does not apply
+    to ... (gan model); its options are: size")."""
+    names = pipe.Options.names()
+    options, inputs = {}, {}
+    for key, value in (extras or {}).items():
+        if key in names:
+            options[key] = value
+        elif is_off(value):
+            continue
+        elif key in INPUTS:
+            inputs[key] = value
+        else:
+            options[key] = value
+    return options, inputs
+
+
+def native_size(name: str, pipe: Pipeline) -> int:
+    """The side a model draws at by default (its `size` option's default): the dialects draw at
+    it and resize to the size a client asks for."""
+    if "size" not in pipe.Options.names():
+        raise InvalidInputError(
+            f"model {name!r} ({pipe.family}) has no 'size' option, so this API cannot size its "
+            "images; use POST /api/jobs")
+    return int(pipe.default_options.size)  # type: ignore[attr-defined]
 
 
 async def run_to_end(request: Request, spec: JobSpec) -> Job:

@@ -5,6 +5,14 @@ Options a client sends with their "off" values (enable_hr false, denoising_stren
 hires fix, restore_faces false, empty styles and scripts ...) are accepted; the same options
 switched on would change the image in ways gambar cannot, so they are answered 422.
 Omitted options take the model's own defaults (its native size, steps, guidance, sampler).
+
+A1111's sampling fields map onto gambar options of the same meaning (OPTION_FIELDS, and
+sampler_name/sampler_index -> sampler, eta -> eta), each only when the chosen model's family has
+that option. For a family without it (a GAN has no steps, guidance or sampler) the field is
+accepted when off or at the value A1111 clients send when their user chose nothing
+(CLIENT_DEFAULTS: webuiapi always sends steps 20, cfg_scale 7, sampler "Euler a", eta 1);
+refusing those would make such clients unusable with that model, and they ask for nothing in
+particular. Any other value is answered 422 naming the field and the missing option.
 """
 
 from __future__ import annotations
@@ -20,9 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import gambar
 from gambar.errors import InvalidInputError, shown
+from gambar.pipeline import MAX_PROMPT_CHARS, Pipeline
 from gambar.server.auth import client_key
-from gambar.server.compat import is_off, read_pngs, reject_unknown, require, run_to_end
-from gambar.server.jobs import MAX_GUIDANCE, MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, Job, State
+from gambar.server.compat import (
+    is_off,
+    native_size,
+    read_pngs,
+    reject_unknown,
+    require,
+    run_to_end,
+)
+from gambar.server.jobs import MAX_IMAGES, Job, State
 from gambar.server.routes import bearer
 from gambar.server.service import JobService
 from gambar.server.sizing import output_size, resize_info, square_side
@@ -43,6 +59,11 @@ SAMPLERS: dict[str, tuple[str, float | None, tuple[str, ...]]] = {
 }
 _LOOKUP = {alias.lower(): name for name, (_, _, aliases) in SAMPLERS.items()
            for alias in (name, *aliases)}
+# A1111 field -> the gambar option it sets (sampler_name and eta: see _sampler).
+OPTION_FIELDS = {"steps": "steps", "cfg_scale": "guidance", "negative_prompt": "negative_prompt"}
+# What A1111 clients send when their user chose nothing (webuiapi's defaults, which are A1111's).
+CLIENT_DEFAULTS: dict[str, Any] = {"steps": 20, "cfg_scale": 7.0, "sampler_name": "Euler a",
+                                   "sampler_index": "Euler a", "eta": 1.0}
 # Options that do nothing unless another option is on (hires fix, subseeds, churn), or that
 # concern only A1111's own files and UI: accepted with any value.
 INERT = ("hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
@@ -60,10 +81,11 @@ class Txt2ImgRequest(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    # Sampling fields: bounds are the model's own (its Options check them).
+    negative_prompt: str = ""
     seed: int = Field(-1, ge=-1, description="-1: random")
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
-    cfg_scale: float | None = Field(None, ge=0, le=MAX_GUIDANCE)
+    steps: int | None = None
+    cfg_scale: float | None = None
     width: int | None = Field(None, ge=1)
     height: int | None = Field(None, ge=1)
     batch_size: int = Field(1, ge=1, le=MAX_IMAGES)
@@ -71,7 +93,7 @@ class Txt2ImgRequest(BaseModel):
     sampler_name: str | None = None
     sampler_index: str | None = None
     scheduler: str | None = None
-    eta: float | None = Field(None, ge=0, le=1)
+    eta: float | None = None
     enable_hr: bool = False
     subseed_strength: float = 0.0
     seed_resize_from_h: int = -1
@@ -89,12 +111,35 @@ class Txt2ImgRequest(BaseModel):
     refiner_checkpoint: str | None = None
 
 
-def _sampler(body: Txt2ImgRequest, default: str) -> tuple[str, str, float | None]:
+def _absent(field: str, value: Any, family: str, option: str) -> None:
+    """Accept a field whose option the family lacks only when it asks for nothing."""
+    if is_off(value) or value == CLIENT_DEFAULTS.get(field):
+        return
+    raise InvalidInputError(f"{field}={shown(value)} cannot be honoured: a {family} model has no "
+                            f"{option!r} option; leave it out")
+
+
+def _sampler_choices(pipe: Pipeline) -> tuple[str, ...]:
+    """The gambar samplers a model offers (its `sampler` option's choices); none without one."""
+    spec = next((s for s in pipe.Options.specs() if s.name == "sampler"), None)
+    return tuple(spec.choices or ()) if spec else ()
+
+
+def _a1111_names(choices: tuple[str, ...]) -> list[str]:
+    """A1111 names for these gambar samplers; a sampler A1111 has no name for keeps its own."""
+    named = [a for a, (g, _, _) in SAMPLERS.items() if g in choices]
+    return named + [c for c in choices if c not in {g for g, _, _ in SAMPLERS.values()}]
+
+
+def _sampler(body: Txt2ImgRequest, default: str, choices: tuple[str, ...]
+             ) -> tuple[str, str, float | None]:
     """(A1111 name, gambar sampler, eta) for the request."""
     asked = body.sampler_name or body.sampler_index
     if not asked:
         reverse = {g: a for a, (g, _, _) in SAMPLERS.items() if a != "Euler a"}
         name = reverse.get(default, default)
+    elif asked in choices:  # a gambar name A1111 has no name for
+        name = asked
     else:
         if "karras" in asked.lower() or "exponential" in asked.lower():
             raise InvalidInputError(f"sampler {shown(asked)} cannot be honoured: gambar's "
@@ -103,15 +148,40 @@ def _sampler(body: Txt2ImgRequest, default: str) -> tuple[str, str, float | None
         found = _LOOKUP.get(asked.lower())
         if found is None:
             raise InvalidInputError(f"unknown sampler {shown(asked)}; choose one of: "
-                                    f"{', '.join(SAMPLERS)}")
+                                    f"{', '.join(_a1111_names(choices))}")
         name = found
-    sampler, eta_default, _ = SAMPLERS.get(name, (default, None, ()))
+    sampler, eta_default, _ = SAMPLERS.get(name, (name, None, ()))
     eta = None
     if sampler == "ddim":
         eta = body.eta if body.eta is not None else eta_default
     elif sampler == "ddpm":
         require("eta", body.eta, (1.0,), "gambar's DDPM is ancestral (eta 1)")
+    # Other samplers ignore eta, as in A1111 (webuiapi always sends eta 1).
     return name, sampler, eta
+
+
+def _options(body: Txt2ImgRequest, pipe: Pipeline) -> tuple[str | None, dict[str, Any]]:
+    """(A1111 sampler name or None, gambar option changes) for the request and this model."""
+    names = set(pipe.Options.names())
+    changes: dict[str, Any] = {}
+    for field, option in OPTION_FIELDS.items():
+        value = getattr(body, field)
+        if option in names:
+            changes[option] = value
+        else:
+            _absent(field, value, pipe.family, option)
+    if "sampler" not in names:
+        for field in ("sampler_name", "sampler_index", "eta"):
+            _absent(field, getattr(body, field), pipe.family, field.split("_")[0])
+        return None, changes
+    default = pipe.default_options.sampler  # type: ignore[attr-defined]
+    name, changes["sampler"], eta = _sampler(body, default, _sampler_choices(pipe))
+    if eta is not None and "eta" in names:
+        changes["eta"] = eta
+    elif eta:  # "Euler a" is DDIM with eta 1: not drawable without an eta option
+        raise InvalidInputError(f"sampler {shown(name)} cannot be honoured: it needs eta, which "
+                                f"a {pipe.family} model lacks")
+    return name, changes
 
 
 def _check_honourable(body: Txt2ImgRequest) -> str | None:
@@ -155,13 +225,17 @@ def _model_name(asked: str | None) -> str | None:
     return asked.split(" [")[0] if asked else None
 
 
-def _infotext(job: Job, a1111_sampler: str, side: int, sha: str) -> str:
-    """A1111's one-paragraph parameters text, which its PNG Info tab and other tools parse."""
-    s = job.spec
-    neg = f"\nNegative prompt: {s.negative_prompt}" if s.negative_prompt else ""
-    return (f"{s.prompt}{neg}\nSteps: {s.steps}, Sampler: {a1111_sampler}, CFG scale: "
-            f"{s.guidance:g}, Seed: {s.seeds[0]}, Size: {side}x{side}, Model hash: {sha[:10]}, "
-            f"Model: {s.model}, Version: gambar {gambar.__version__}")
+def _infotext(job: Job, a1111_sampler: str | None, side: int, sha: str) -> str:
+    """A1111's one-paragraph parameters text, which its PNG Info tab and other tools parse;
+    the sampling parts only for options the model has."""
+    s, o = job.spec, job.spec.options
+    neg = f"\nNegative prompt: {o['negative_prompt']}" if o.get("negative_prompt") else ""
+    parts = [f"Steps: {o['steps']}"] if "steps" in o else []
+    parts += [f"Sampler: {a1111_sampler}"] if a1111_sampler else []
+    parts += [f"CFG scale: {o['guidance']:g}"] if "guidance" in o else []
+    parts += [f"Seed: {s.seeds[0]}", f"Size: {side}x{side}", f"Model hash: {sha[:10]}",
+              f"Model: {s.model}", f"Version: gambar {gambar.__version__}"]
+    return f"{s.prompt}{neg}\n{', '.join(parts)}"
 
 
 @router.post("/txt2img", summary="Text to image (AUTOMATIC1111 API)")
@@ -169,35 +243,34 @@ async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
     """Draw batch_size x n_iter images; answer base64 PNGs, the parameters and an info JSON."""
     service: JobService = request.app.state.service
     model, pipe = service.model(_model_name(_check_honourable(body)))
-    native = pipe.defaults["size"]
+    native = native_size(model, pipe)
     # One side given: a square of it (gambar draws squares); none: the model's native size.
     side = square_side(body.width or body.height or native, body.height or body.width or native)
-    a1111_sampler, sampler, eta = _sampler(body, pipe.defaults["sampler"])
+    a1111_sampler, changes = _options(body, pipe)
     n = body.batch_size * body.n_iter
     spec = service.make_spec(
-        prompt=body.prompt, negative_prompt=body.negative_prompt, n=n,
-        seed=None if body.seed == -1 else body.seed, steps=body.steps,
-        guidance=body.cfg_scale, sampler=sampler, model=model,
-        output_size=output_size(native, side), eta=eta)
+        prompt=body.prompt, n=n, seed=None if body.seed == -1 else body.seed, model=model,
+        options=changes, output_size=output_size(native, side))
     job = await run_to_end(request, spec)
     pngs = await asyncio.to_thread(read_pngs, service, job) if body.send_images else []
-    s = job.spec
+    s, o = job.spec, job.spec.options
+    negative = o.get("negative_prompt", "")
     infotexts = [_infotext(job, a1111_sampler, side, pipe.sha256)] * n
     info = {
         "prompt": s.prompt, "all_prompts": [s.prompt] * n,
-        "negative_prompt": s.negative_prompt, "all_negative_prompts": [s.negative_prompt] * n,
+        "negative_prompt": negative, "all_negative_prompts": [negative] * n,
         "seed": s.seeds[0], "all_seeds": list(s.seeds), "subseed": s.seeds[0],
         "all_subseeds": list(s.seeds), "subseed_strength": 0, "width": side, "height": side,
-        "sampler_name": a1111_sampler, "scheduler": "automatic", "cfg_scale": s.guidance,
-        "steps": s.steps, "batch_size": body.batch_size, "restore_faces": False,
+        "sampler_name": a1111_sampler, "scheduler": "automatic",
+        "cfg_scale": o.get("guidance"), "steps": o.get("steps"),
+        "batch_size": body.batch_size, "restore_faces": False,
         "sd_model_name": s.model, "sd_model_hash": pipe.sha256[:10], "seed_resize_from_w": -1,
         "seed_resize_from_h": -1, "denoising_strength": None, "extra_generation_params": {},
         "index_of_first_image": 0, "infotexts": infotexts, "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
         "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "version": f"gambar {gambar.__version__}",
-        "gambar": {"job_id": job.id, "sampler": s.sampler,
-                   "sampler_options": {"eta": s.eta} if s.eta is not None else {},
+        "gambar": {"job_id": job.id, "family": pipe.family, "options": o,
                    "model_sha256": pipe.sha256, **resize_info(native, s.output_size)},
     }
     return {"images": [base64.b64encode(p).decode("ascii") for p in pngs],
@@ -215,10 +288,14 @@ def sd_models(request: Request) -> list[dict[str, Any]]:
             for name, pipe in service.pipelines.items()]
 
 
-@router.get("/samplers", summary="Samplers (A1111 names and their gambar equivalents)")
-def samplers() -> list[dict[str, Any]]:
-    return [{"name": name, "aliases": list(aliases), "options": {"gambar_sampler": g}}
-            for name, (g, _, aliases) in SAMPLERS.items()]
+@router.get("/samplers", summary="Samplers of the served models (A1111 names, gambar's)")
+def samplers(request: Request) -> list[dict[str, Any]]:
+    service: JobService = request.app.state.service
+    choices = tuple(dict.fromkeys(c for pipe in service.pipelines.values()
+                                  for c in _sampler_choices(pipe)))
+    return [{"name": name, "aliases": list(SAMPLERS.get(name, ("", None, ()))[2]),
+             "options": {"gambar_sampler": SAMPLERS[name][0] if name in SAMPLERS else name}}
+            for name in _a1111_names(choices)]
 
 
 @router.get("/schedulers", summary="Schedulers (only 'automatic')")

@@ -1,8 +1,12 @@
 """The OpenAI Images dialect: POST /v1/images/generations and GET /v1/models, so that the
 `openai` package (`OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=...)`) works unchanged.
 
-Extensions beyond OpenAI's fields: seed, negative_prompt, steps, guidance, sampler (pass them
-with the client's `extra_body`). Sizes: "auto" or the model's native size draws natively; any
+Extensions beyond OpenAI's fields (pass them with the client's `extra_body`): `seed`, and any
+option or input of the chosen model by its name (GET /api/models lists them: negative_prompt,
+steps, guidance, sampler ... for a diffusion model; a layout for a model that takes one). An
+option the model's family lacks is answered 400 naming it, unless it is off (null, 0, "",
+false): the openai client sends no extension of its own, so only what a user asked for arrives.
+Sizes: "auto" or the model's native size (its `size` option's default) draws natively; any
 other square size is drawn natively and resized with Lanczos, as the response's `gambar.resize`
 says. A non-square size, `quality: hd`, `style: natural`, a transparent background, JPEG/WebP
 output or streaming cannot be honoured and are answered 400.
@@ -18,10 +22,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from gambar.pipeline import MAX_PROMPT_CHARS
 from gambar.seeding import MAX_SEED
 from gambar.server.auth import sign
-from gambar.server.compat import read_pngs, reject_unknown, require, run_to_end
-from gambar.server.jobs import MAX_GUIDANCE, MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, Job
+from gambar.server.compat import extensions, native_size, read_pngs, require, run_to_end
+from gambar.server.jobs import MAX_IMAGES, Job
 from gambar.server.routes import bearer, image_url
 from gambar.server.service import JobService
 from gambar.server.sizing import output_size, parse_size, resize_info
@@ -49,17 +54,14 @@ class ImageGenerationRequest(BaseModel):
     partial_images: int | None = None
     user: str | None = None
     safety_identifier: str | None = None
-    # gambar's extensions
+    # gambar's extensions: seed, and the model's options and inputs (see the module's doc)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="seed of the first image")
-    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
-    guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE)
-    sampler: str | None = None
 
 
 def _check_honourable(body: ImageGenerationRequest) -> None:
     require("quality", body.quality, ("auto", "standard"),
-            "gambar has one quality; pass steps (an extension) for more sampler steps")
+            "gambar has one quality; set the model's options instead (extensions: GET /api/models "
+            "lists them)")
     require("style", body.style, ("vivid",),  # DALL-E 3's default; gambar has no styles
             "gambar has no style setting; describe the look in the prompt")
     require("background", body.background, ("auto", "opaque"),
@@ -72,14 +74,12 @@ def _check_honourable(body: ImageGenerationRequest) -> None:
             "/api/jobs/{id} for progress instead")
     require("partial_images", body.partial_images, (), "streaming is not supported")
     # moderation, user and safety_identifier do not change an image: accepted as they are.
-    reject_unknown(body.model_extra)
+    # Extra fields are the model's options and inputs (`extensions`).
 
 
-def _info(service: JobService, job: Job) -> dict[str, Any]:
-    native = service.pipelines[job.spec.model].defaults["size"]
+def _info(job: Job, native: int) -> dict[str, Any]:
     return {"job_id": job.id, "model": job.spec.model, "seeds": list(job.spec.seeds),
-            "sampler": job.spec.sampler, "steps": job.spec.steps,
-            "guidance": job.spec.guidance, **resize_info(native, job.spec.output_size)}
+            "options": job.spec.options, **resize_info(native, job.spec.output_size)}
 
 
 @router.post("/images/generations", summary="Create images (OpenAI Images API)")
@@ -88,12 +88,13 @@ async def generations(body: ImageGenerationRequest, request: Request) -> dict[st
     service: JobService = request.app.state.service
     _check_honourable(body)
     name, pipe = service.model(body.model)
-    native = pipe.defaults["size"]
+    native = native_size(name, pipe)
     side = parse_size(body.size, native)
-    spec = service.make_spec(
-        prompt=body.prompt, negative_prompt=body.negative_prompt, n=body.n or 1,
-        seed=body.seed, steps=body.steps, guidance=body.guidance, sampler=body.sampler,
-        model=name, output_size=output_size(native, side))
+    options, inputs = extensions(pipe, body.model_extra)
+    # Off the event loop: decoding an input image takes a moment.
+    spec = await asyncio.to_thread(
+        service.make_spec, prompt=body.prompt, n=body.n or 1, seed=body.seed, model=name,
+        options=options, inputs=inputs, output_size=output_size(native, side))
     job = await run_to_end(request, spec)
     if (body.response_format or "url") == "url":
         sig = sign(job.id, service.settings.tokens)
@@ -105,10 +106,10 @@ async def generations(body: ImageGenerationRequest, request: Request) -> dict[st
         pngs = await asyncio.to_thread(read_pngs, service, job)
         data = [{"b64_json": base64.b64encode(png).decode("ascii"), "revised_prompt": None}
                 for png in pngs]
-    side = job.spec.output_size or job.spec.size
+    side = job.spec.output_size or native
     return {"created": int(job.finished or time.time()), "data": data, "output_format": "png",
             "size": f"{side}x{side}", "background": "opaque", "quality": "standard",
-            "gambar": _info(service, job)}
+            "gambar": _info(job, native)}
 
 
 @router.get("/models", summary="Models (OpenAI format)")

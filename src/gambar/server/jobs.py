@@ -15,13 +15,12 @@ from typing import Any
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
-# Limits on one job, the same whichever API it came through. They bound the time and memory
-# one request can take: a CPU draws a 64 px image in ~1 s at 20 steps.
+# Images per job, whichever API it came through: with the model's own option bounds (steps,
+# size ...) it bounds the time and memory one request can take.
 MAX_IMAGES = 16
-MAX_STEPS = 150
-MAX_SIZE = 256  # the side a model draws at; the compatible APIs may resize up to 1024
-MAX_PROMPT_CHARS = 500
-MAX_GUIDANCE = 50.0
+# Spec keys of the format before options were one dict (diffusion's options, flat beside the
+# prompt). Records and journal rows written then are read by folding these into `options`.
+LEGACY_OPTION_KEYS = ("negative_prompt", "steps", "guidance", "sampler", "size", "eta")
 
 
 def new_job_id() -> str:
@@ -47,43 +46,43 @@ FINISHED = frozenset({State.DONE, State.FAILED, State.CANCELLED})
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything a worker needs to draw a job's images, with every default already resolved."""
+    """Everything a worker needs to draw a job's images, with every default already resolved.
+
+    `options` are the model's options (its Options class's names, JSON values) after the
+    request's changes; `inputs` are the request's inputs as it encoded them (base64 image,
+    layout JSON), so the journal can run the job again after a restart."""
 
     model: str
     prompt: str
-    negative_prompt: str
     seeds: tuple[int, ...]
-    steps: int
-    guidance: float
-    sampler: str
-    size: int  # the side the model draws at
+    options: dict[str, Any]
+    inputs: dict[str, Any] = field(default_factory=dict)
     output_size: int | None = None  # resize to this side afterwards (compat APIs); None = no
-    eta: float | None = None  # DDIM/ancestral noise; None = the sampler's own default
-
-    def generate_options(self) -> dict[str, Any]:
-        """Keyword arguments for Pipeline.generate."""
-        options: dict[str, Any] = {"negative_prompt": self.negative_prompt, "steps": self.steps,
-                                   "guidance": self.guidance, "sampler": self.sampler,
-                                   "size": self.size}
-        if self.eta is not None:
-            options["eta"] = self.eta
-        return options
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (settings shown to clients and stored with results)."""
-        out = asdict(self)
-        out["seeds"] = list(self.seeds)
-        out["n"] = len(self.seeds)
-        out["seed"] = self.seeds[0]
-        return out
+        """JSON-ready form (stored in the journal and with results)."""
+        return {"model": self.model, "prompt": self.prompt, "seeds": list(self.seeds),
+                "n": len(self.seeds), "seed": self.seeds[0], "options": dict(self.options),
+                "inputs": dict(self.inputs), "output_size": self.output_size}
+
+    def settings(self) -> dict[str, Any]:
+        """What clients see: the common fields, each option as a top-level key (so settings
+        submitted again redraw the job), and the names of the inputs (not their content)."""
+        out = self.to_dict()
+        options = out.pop("options")
+        out["inputs"] = sorted(self.inputs)
+        return {**out, **options}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        """Inverse of to_dict (for records read back from the results folder)."""
-        names = cls.__dataclass_fields__
-        values = {k: v for k, v in data.items() if k in names}
-        values["seeds"] = tuple(int(s) for s in values["seeds"])
-        return cls(**values)
+        """Inverse of to_dict, also for records of the older flat format."""
+        options = dict(data["options"]) if "options" in data else {
+            k: data[k] for k in LEGACY_OPTION_KEYS if data.get(k) is not None}
+        output_size = data.get("output_size")
+        return cls(model=str(data["model"]), prompt=str(data["prompt"]),
+                   seeds=tuple(int(s) for s in data["seeds"]), options=options,
+                   inputs=dict(data.get("inputs") or {}),
+                   output_size=None if output_size is None else int(output_size))
 
 
 @dataclass

@@ -7,23 +7,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel
 
 import gambar
+from gambar.inputs import INPUTS
 from gambar.server.auth import client_key
 from gambar.server.errors import ApiError
 from gambar.server.jobs import JOB_ID_PATTERN, MAX_IMAGES, Job, State
 from gambar.server.schemas import (
+    COMMON_FIELDS,
     ErrorOut,
     Health,
     ImageOut,
     JobList,
     JobOut,
-    JobRequest,
     JobSettings,
     Limits,
     ModelList,
-    ModelOut,
     Progress,
+    model_out,
 )
 from gambar.server.service import JobService
 
@@ -58,13 +60,11 @@ def job_out(job: Job, service: JobService) -> JobOut:
     total = job.total_steps
     step = total if job.state == State.DONE else job.step
     fraction = 1.0 if job.state == State.DONE else (step / total if total else 0.0)
-    settings = job.spec.to_dict()
-    settings.pop("eta", None)
     return JobOut(
         id=job.id, state=job.state,
         queue_position=service.position(job) if job.state == State.QUEUED else None,
         progress=Progress(step=step, steps=total, fraction=round(fraction, 4)),
-        settings=JobSettings(**settings),
+        settings=JobSettings(**job.spec.settings()),
         images=[ImageOut(index=im.index, seed=im.seed, url=image_url(job.id, im.index),
                          provenance=im.provenance) for im in job.images],
         error=job.error, created=job.created, started=job.started, finished=job.finished,
@@ -89,25 +89,39 @@ def health(service: Service) -> Health:
 @router.get("/models", response_model=ModelList, summary="The models this server draws with")
 def models(service: Service) -> ModelList:
     return ModelList(
-        models=[ModelOut(name=name, family=pipe.family, sha256=pipe.sha256,
-                         default=name == service.default_model, defaults=dict(pipe.defaults))
+        models=[model_out(name, pipe, default=name == service.default_model)
                 for name, pipe in service.pipelines.items()],
         limits=Limits())
 
 
-@router.post("/jobs", status_code=202, response_model=JobOut, summary="Submit a job",
-             responses={429: {"model": ErrorOut,
-                              "description": "queue full; retry after Retry-After seconds"}})
-def submit(body: JobRequest, request: Request, response: Response, client: Client,
-           service: Service) -> JobOut:
-    """Queue a job and answer at once with its id; poll GET /api/jobs/{id} for progress.
+def submit_router(request_model: type[BaseModel]) -> APIRouter:
+    """POST /api/jobs, whose body is `request_model` (schemas.job_request_model: built from the
+    served models' options when the app is made, so it has its own router)."""
+    jobs = APIRouter(prefix="/api", tags=["gambar"], responses=ERRORS,
+                     dependencies=[Depends(bearer)])
 
-    Jobs are served round-robin between clients (token, else X-Client-Id, else address).
-    """
-    spec = service.make_spec(**body.model_dump())
-    job = service.submit(client, spec)
-    response.headers["Location"] = f"/api/jobs/{job.id}"
-    return job_out(job, service)
+    def submit(body: BaseModel, response: Response, client: Client,
+               service: Service) -> JobOut:
+        """Queue a job and answer at once with its id; poll GET /api/jobs/{id} for progress.
+
+        Options a request leaves out take the model's defaults (GET /api/models). Jobs are
+        served round-robin between clients (token, else X-Client-Id, else address).
+        """
+        fields = body.model_dump()
+        common = {name: fields.pop(name) for name in COMMON_FIELDS}
+        inputs = {name: fields.pop(name) for name in INPUTS if name in fields}
+        spec = service.make_spec(**common, options=fields, inputs=inputs)
+        job = service.submit(client, spec)
+        response.headers["Location"] = f"/api/jobs/{job.id}"
+        return job_out(job, service)
+
+    # FastAPI reads the body's type from the annotation; this one exists only now.
+    submit.__annotations__["body"] = request_model
+    jobs.add_api_route("/jobs", submit, methods=["POST"], status_code=202,
+                       response_model=JobOut, summary="Submit a job",
+                       responses={429: {"model": ErrorOut, "description":
+                                        "queue full; retry after Retry-After seconds"}})
+    return jobs
 
 
 @router.get("/jobs", response_model=JobList, summary="Your recent jobs, newest first")

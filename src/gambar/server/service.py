@@ -23,17 +23,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from gambar.errors import GambarError, InvalidInputError, shown
-from gambar.pipeline import Pipeline
+from gambar.inputs import Layout, decode_input
+from gambar.inputs import check_names as check_input_names
+from gambar.pipeline import MAX_PROMPT_CHARS, Pipeline
 from gambar.seeding import MAX_SEED, check_seed, random_seed
 from gambar.server.auth import fairness_group
 from gambar.server.errors import ApiError
 from gambar.server.jobs import (
     FINISHED,
-    MAX_GUIDANCE,
     MAX_IMAGES,
-    MAX_PROMPT_CHARS,
-    MAX_SIZE,
-    MAX_STEPS,
     ImageRecord,
     Job,
     JobSpec,
@@ -141,44 +139,39 @@ class JobService:
                                     f"{', '.join(self.pipelines)}")
         return name, pipe
 
-    def make_spec(self, *, prompt: str, negative_prompt: str = "", n: int = 1,
-                  seed: int | None = None, steps: int | None = None,
-                  guidance: float | None = None, sampler: str | None = None,
-                  size: int | None = None, output_size: int | None = None,
-                  model: str | None = None, eta: float | None = None) -> JobSpec:
-        """Check a request against the limits and resolve its defaults into a JobSpec."""
+    def make_spec(self, *, prompt: str, n: int = 1, seed: int | None = None,
+                  model: str | None = None, options: Mapping[str, Any] | None = None,
+                  inputs: Mapping[str, Any] | None = None,
+                  output_size: int | None = None) -> JobSpec:
+        """Check a request and resolve its defaults into a JobSpec.
+
+        `options` are option names of the model's family (None values: the model's default),
+        checked by the family's Options (the one place that knows them); `inputs` are input
+        names with their request encoding (base64 image, layout JSON), decoded here once to
+        refuse a bad one before it is queued."""
         name, pipe = self.model(model)
         check_prompt(prompt)  # the same rule as the CLI: something visible, valid Unicode
-        check_encodable(negative_prompt, "the negative prompt")
-        for label, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
-            if len(text) > MAX_PROMPT_CHARS:
-                raise InvalidInputError(
-                    f"the {label} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidInputError(
+                f"the prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
         if not 1 <= n <= MAX_IMAGES:
             raise InvalidInputError(f"n must be between 1 and {MAX_IMAGES}, not {n}")
         first = check_seed(seed) if seed is not None else random_seed()
         if first + n - 1 > MAX_SEED:
             raise InvalidInputError(f"seed + n - 1 must not exceed {MAX_SEED}")
-        defaults = pipe.defaults
-        steps = int(steps if steps is not None else defaults["steps"])
-        if not 1 <= steps <= MAX_STEPS:
-            raise InvalidInputError(f"steps must be between 1 and {MAX_STEPS}, not {steps}")
-        guidance = float(guidance if guidance is not None else defaults["guidance"])
-        if not 0 <= guidance <= MAX_GUIDANCE:
-            raise InvalidInputError(
-                f"guidance must be between 0 and {MAX_GUIDANCE:g}, not {guidance:g}")
-        size = int(size if size is not None else defaults["size"])
-        if not 1 <= size <= MAX_SIZE:
-            raise InvalidInputError(f"size must be between 1 and {MAX_SIZE}, not {size}")
-        from gambar.samplers import SAMPLERS  # the registry is the list of valid names
-
-        sampler = sampler or defaults["sampler"]
-        if sampler not in SAMPLERS:
-            raise InvalidInputError(
-                f"unknown sampler {shown(sampler)}; choose one of: {', '.join(SAMPLERS)}")
-        return JobSpec(model=name, prompt=prompt, negative_prompt=negative_prompt,
-                       seeds=tuple(first + k for k in range(n)), steps=steps, guidance=guidance,
-                       sampler=sampler, size=size, output_size=output_size, eta=eta)
+        resolved = pipe.default_options.with_changes(options or {}, where=name).to_dict()
+        for key, value in resolved.items():
+            if isinstance(value, str):  # text goes into JSON, PNG chunks and tokenizers
+                check_encodable(value, key)
+        given = {k: v for k, v in (inputs or {}).items() if v is not None}
+        check_input_names(given, pipe.inputs, pipe.family)
+        encoded = {}
+        for key, value in given.items():
+            decoded = decode_input(key, value)
+            # A layout is kept in its canonical JSON; an image as the client encoded it.
+            encoded[key] = decoded.to_json() if isinstance(decoded, Layout) else value
+        return JobSpec(model=name, prompt=prompt, seeds=tuple(first + k for k in range(n)),
+                       options=resolved, inputs=encoded, output_size=output_size)
 
     def submit(self, client: str, spec: JobSpec) -> Job:
         """Queue a job for `client`, recorded in the journal; QueueFull if there is no room."""

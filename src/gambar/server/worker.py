@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gambar.inputs import decode_input
 from gambar.pipeline import Pipeline
 from gambar.provenance import png_bytes
 from gambar.server.jobs import JobSpec
@@ -20,7 +21,8 @@ class JobCancelled(Exception):
 
 def draw_job(pipe: Pipeline, spec: JobSpec, *, progress: Callable[[int, int], None],
              cancelled: Callable[[], bool]) -> list[tuple[bytes, dict[str, Any]]]:
-    """Draw a job's images; returns (PNG bytes with provenance, provenance) per image."""
+    """Draw a job's images; returns (PNG bytes with provenance, provenance) per image. A clip
+    (several frames) is one animated PNG with the same provenance chunks."""
 
     def on_step(done: int, total: int) -> None:
         progress(done, total)
@@ -29,16 +31,20 @@ def draw_job(pipe: Pipeline, spec: JobSpec, *, progress: Callable[[int, int], No
 
     if cancelled():
         raise JobCancelled
+    # Checked again, not trusted: a job read back from the journal was accepted by an earlier
+    # server, whose model may have had other options.
+    options = pipe.default_options.with_changes(spec.options, where=spec.model)
+    inputs = {name: decode_input(name, value) for name, value in spec.inputs.items()}
     results = pipe.generate([spec.prompt] * len(spec.seeds), seeds=list(spec.seeds),
-                            progress=on_step, **spec.generate_options())
+                            options=options, inputs=inputs or None, progress=on_step)
     out = []
     for gen in results:
-        image, prov = gen.image, dict(gen.provenance)
+        frames, prov = list(gen.frames), dict(gen.provenance)
         if spec.output_size is not None:
-            image = resize(image, spec.output_size)
+            frames = [resize(frame, spec.output_size) for frame in frames]
             # Replay (gambar generate --replay) redraws at "size"; these say how the file's own
             # pixels were made from that.
             prov["resized_to"] = spec.output_size
             prov["resize"] = RESIZE_METHOD
-        out.append((png_bytes(image, prov), prov))
+        out.append((png_bytes(frames, prov), prov))
     return out
