@@ -27,10 +27,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "gambar"
 # (importing module, imported module) -> who is removing it. Empty: every rule holds.
 ALLOWED: dict[tuple[str, str], str] = {}
 # A gambar module on the chain that imports torch -> who is removing it and how.
-ALLOWED_TORCH: dict[str, str] = {
-    "gambar.text": "lead: gambar/text/__init__.py imports text.base/text.small (torch) eagerly, "
-                   "and gambar.pipeline imports gambar.text.checks through it",
-}
+ALLOWED_TORCH: dict[str, str] = {}
 
 
 def under(name: str, *packages: str) -> bool:

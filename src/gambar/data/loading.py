@@ -18,9 +18,9 @@ from PIL import Image
 
 from gambar.data.formats import BadItems, Record, check_files, load_record_image
 from gambar.data.formats.webdataset import WebDataset
-from gambar.data.shapes import to_tensor
 from gambar.data.shapes_vocab import BACKGROUND
 from gambar.errors import InvalidInputError
+from gambar.tensors import to_tensor
 
 __all__ = ["CaptionedImages", "WebDataset", "check_image_size", "choose_caption", "load_dataset",
            "square_image", "to_tensor"]
