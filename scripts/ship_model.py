@@ -27,7 +27,7 @@ import torch
 
 from gambar.errors import GambarError
 from gambar.fsutil import replace_dir
-from gambar.model_dir import MANIFEST, WEIGHTS, read_config
+from gambar.model_dir import MANIFEST, read_config
 from gambar.registry import is_generator, model_class
 
 
@@ -77,7 +77,7 @@ def main() -> int:
         if card.is_file():
             shutil.copy2(card, staged / "README.md")
         replace_dir(staged, args.dest)
-    size = (args.dest / WEIGHTS).stat().st_size / 2**20
+    size = sum(f.stat().st_size for f in args.dest.glob("*.safetensors")) / 2**20  # all components
     print(f"{args.dest}: {family} model {model.sha256[:12]}, weights {size:.1f} MiB (fp16), "
           f"{MANIFEST} written")
     return 0
