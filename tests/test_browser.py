@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers_server import live_server, need, png_provenance, served_models  # noqa: F401
+from helpers_server import (  # noqa: F401
+    BoxesPipeline,
+    live_server,
+    need,
+    png_provenance,
+    served_models,
+)
 
 need("fastapi")
 webdriver = need("selenium.webdriver")
@@ -73,7 +79,9 @@ def fetch_in_page(driver, url):
 
 @pytest.mark.slow
 def test_page_in_a_real_browser(browser, served_models, tmp_path, capsys):  # noqa: F811
-    with live_server(served_models, tmp_path / "results") as srv:
+    # A second model of a family with no sampler options: the form follows the chosen model.
+    models = {**served_models, "boxes": BoxesPipeline()}
+    with live_server(models, tmp_path / "results") as srv:
         browser.get(srv.url + "/")
         wait_for(browser, "document.querySelectorAll('#model option').length", message="models")
         assert browser.title == "gambar"
@@ -160,6 +168,25 @@ def test_page_in_a_real_browser(browser, served_models, tmp_path, capsys):  # no
         assert button >= 44  # big enough for a finger
         phone = tmp_path / "page-phone.png"
         browser.save_screenshot(str(phone))
+
+        # Another model: its options replace the first one's (no steps, guidance or sampler).
+        def controls():
+            return browser.execute_script(
+                "return [...document.querySelectorAll('#form .option [id]')].map(e => e.id)")
+
+        assert controls()[:3] == ["steps", "guidance", "negative_prompt"]
+        browser.execute_script("const s = document.getElementById('model'); s.value = 'boxes';"
+                               "s.dispatchEvent(new Event('change'));")
+        assert controls() == ["size"]
+        assert browser.find_element("id", "size").get_attribute("max") == "64"
+        browser.find_element("id", "prompt").clear()
+        browser.find_element("id", "prompt").send_keys(PROMPT)
+        browser.find_element("id", "generate").click()
+        wait_for(browser, "document.querySelectorAll('.card img').length === 3 && "
+                 "document.querySelector('.card img').naturalWidth === 16",
+                 message="the boxes image")
+        meta = browser.find_elements("css selector", ".card .meta")[0].text
+        assert meta.endswith("boxes") and "steps" not in meta, meta
 
         # No script errors and no blocked loads (the page's CSP allows only its own files).
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"

@@ -130,8 +130,8 @@ class JobSettings(BaseModel):
 
 
 class Progress(BaseModel):
-    step: int = Field(description="sampler steps done")
-    steps: int = Field(description="sampler steps in all (0 until the job starts)")
+    step: int = Field(description="steps done (in the unit the model counts)")
+    steps: int = Field(description="steps in all (0 until the job starts)")
     fraction: float = Field(ge=0, le=1)
 
 

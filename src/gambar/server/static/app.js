@@ -4,8 +4,14 @@
 const POLL_MS = 400; // a job's progress
 const STATUS_MS = 5000; // the queue length in the header
 const $ = (id) => document.getElementById(id);
-const NUMBER_FIELDS = ["n", "seed", "steps", "guidance", "size"];
-const TEXT_FIELDS = ["prompt", "negative_prompt", "sampler", "model"];
+// Fields of every request; the chosen model's options come from GET /api/models.
+const NUMBER_FIELDS = ["n", "seed"];
+const TEXT_FIELDS = ["prompt", "model"];
+// A family declares its options most used first: its first number options go beside n and seed.
+const MAIN_NUMBERS = 2;
+
+let models = []; // GET /api/models: name, family, defaults, options (specs), inputs
+let shown = []; // the option specs whose controls are on the form now
 
 // One id per browser, so that the server's fair queue treats this page as one client.
 function clientId() {
@@ -38,7 +44,86 @@ function showError(message) {
   box.hidden = !message;
 }
 
-// ---- the form ---------------------------------------------------------------------------
+// ---- the form ----------------------------------------------------------------------------
+function chosenModel() {
+  return models.find((m) => m.name === $("model").value) ||
+         models.find((m) => m.default) || models[0];
+}
+
+function title(name) {
+  const words = name.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+// One control for one option spec: a list for choices, a box for true/false, a text area for
+// free text, a number field with the spec's bounds for numbers. Its id is the option's name.
+function control(spec) {
+  let input;
+  if (spec.choices) {
+    input = document.createElement("select");
+    for (const choice of spec.choices) input.append(new Option(choice, choice));
+    input.value = spec.default;
+  } else if (spec.kind === "bool") {
+    input = document.createElement("input");
+    input.type = "checkbox";
+    input.checked = spec.default;
+  } else if (spec.kind === "str") {
+    input = document.createElement("textarea");
+    input.rows = 1;
+    if (spec.max_chars) input.maxLength = spec.max_chars;
+    input.placeholder = spec.help;
+  } else {
+    input = document.createElement("input");
+    input.type = "number";
+    if (spec.low !== null) input.min = spec.low;
+    if (spec.high !== null) input.max = spec.high;
+    input.step = spec.kind === "int" ? "1" : "any";
+    input.placeholder = spec.default;
+  }
+  input.id = input.name = spec.name;
+  const label = document.createElement("label");
+  label.className = "option";
+  label.title = spec.help;
+  label.append(title(spec.name) + " ", input);
+  return label;
+}
+
+function isNumber(spec) {
+  return (spec.kind === "int" || spec.kind === "float") && !spec.choices;
+}
+
+// The chosen model's controls; values typed for an option the new model also has are kept.
+function buildOptions(model) {
+  const kept = {};
+  for (const spec of shown) kept[spec.name] = readOption(spec);
+  document.querySelectorAll("#form .option").forEach((node) => node.remove());
+  let main = 0;
+  for (const spec of model.options) {
+    const node = control(spec);
+    if (spec.kind === "str" && !spec.choices) $("text-options").append(node);
+    else if (isNumber(spec) && main++ < MAIN_NUMBERS) $("main-options").append(node);
+    else $("more-options").append(node);
+    if (kept[spec.name] !== undefined) setOption(spec, kept[spec.name]);
+  }
+  shown = model.options;
+}
+
+// An option's value as the request sends it; undefined when left to the model's default.
+function readOption(spec) {
+  const input = $(spec.name);
+  if (spec.kind === "bool") return input.checked === spec.default ? undefined : input.checked;
+  if (isNumber(spec)) {
+    const value = input.value.trim();
+    return value === "" ? undefined : Number(value);
+  }
+  return input.value === "" ? undefined : input.value;
+}
+
+function setOption(spec, value) {
+  if (spec.kind === "bool") $(spec.name).checked = Boolean(value);
+  else $(spec.name).value = value;
+}
+
 function readForm() {
   const body = {};
   for (const name of TEXT_FIELDS) {
@@ -49,14 +134,30 @@ function readForm() {
     const value = $(name).value.trim();
     if (value !== "") body[name] = Number(value);
   }
+  for (const spec of shown) {
+    const value = readOption(spec);
+    if (value !== undefined) body[spec.name] = value;
+  }
   return body;
 }
 
 function fillForm(settings) {
+  if (models.some((m) => m.name === settings.model) && settings.model !== $("model").value) {
+    $("model").value = settings.model;
+    buildOptions(chosenModel());
+  }
   for (const name of [...TEXT_FIELDS, ...NUMBER_FIELDS]) {
     if (settings[name] !== undefined && settings[name] !== null) $(name).value = settings[name];
   }
-  if (settings.negative_prompt || settings.size) $("more").open = true;
+  for (const spec of shown) {
+    if (settings[spec.name] !== undefined) setOption(spec, settings[spec.name]);
+  }
+  // Open "More options" when something in it differs from the model's default.
+  const hidden = shown.filter((spec) => $("more").contains($(spec.name)));
+  if (hidden.some((spec) => settings[spec.name] !== undefined &&
+                            settings[spec.name] !== spec.default)) {
+    $("more").open = true;
+  }
   $("prompt").focus();
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
@@ -135,10 +236,23 @@ async function poll(id) {
 }
 
 // ---- the gallery ------------------------------------------------------------------------
+// "seed 7 · steps 20 · guidance 2 · tiny": the model's main options, and any other option
+// not at its default.
 function summary(s, seed) {
-  const size = s.output_size ? `${s.output_size} px (drawn at ${s.size})` : `${s.size} px`;
-  return `seed ${seed} · ${s.steps} steps · guidance ${s.guidance} · ${s.sampler} · ${size}` +
-         ` · ${s.model}` + (s.negative_prompt ? ` · not: ${s.negative_prompt}` : "");
+  const parts = [`seed ${seed}`];
+  const model = models.find((m) => m.name === s.model);
+  let main = 0;
+  for (const spec of model ? model.options : []) {
+    const value = s[spec.name];
+    const isMain = isNumber(spec) && main++ < MAIN_NUMBERS;
+    if (value === undefined || value === "" || (!isMain && value === spec.default)) continue;
+    parts.push(spec.kind === "str" && !spec.choices ? `${spec.name.replace(/_/g, " ")}: ${value}`
+                                                    : `${spec.name.replace(/_/g, " ")} ${value}`);
+  }
+  if (s.output_size) parts.push(`resized to ${s.output_size} px`);
+  if (s.inputs && s.inputs.length) parts.push(`with ${s.inputs.join(", ")}`);
+  parts.push(s.model);
+  return parts.join(" · ");
 }
 
 function addResults(job, append = false) {
@@ -163,10 +277,16 @@ function card(settings, image) {
   const one = { ...settings, n: 1, seed: image.seed };
   delete one.seeds;
   delete one.output_size;
-  node.querySelector(".variation").addEventListener("click", () => {
-    const variation = { ...one };
-    delete variation.seed; // the server draws a fresh random seed
-    submit(variation);
+  delete one.inputs; // only their names come back; the page cannot send them again
+  const variation = node.querySelector(".variation");
+  if (settings.inputs && settings.inputs.length) {
+    variation.disabled = true;
+    variation.title = `drawn from ${settings.inputs.join(", ")}, which this page cannot send`;
+  }
+  variation.addEventListener("click", () => {
+    const again = { ...one };
+    delete again.seed; // the server draws a fresh random seed
+    submit(again);
   });
   node.querySelector(".reuse").addEventListener("click", () => fillForm(one));
   node.dataset.seed = image.seed;
@@ -190,14 +310,13 @@ async function start() {
     submit(readForm());
   });
   try {
-    const models = await api("/api/models");
-    for (const name of models.limits.samplers) $("sampler").append(new Option(name, name));
-    for (const m of models.models) $("model").append(new Option(m.name, m.name, m.default, m.default));
-    const defaults = (models.models.find((m) => m.default) || models.models[0]).defaults;
-    $("sampler").value = defaults.sampler;
-    $("steps").placeholder = defaults.steps;
-    $("guidance").placeholder = defaults.guidance;
-    $("size").placeholder = defaults.size;
+    const served = await api("/api/models");
+    models = served.models;
+    $("n").max = served.limits.max_images;
+    $("prompt").maxLength = served.limits.max_prompt_chars;
+    buildOptions(chosenModel());
+    for (const m of models) $("model").append(new Option(m.name, m.name, m.default, m.default));
+    $("model").addEventListener("change", () => buildOptions(chosenModel()));
     const { jobs } = await api("/api/jobs");
     for (const job of jobs) {
       if (job.state === "done") addResults(job, true);
