@@ -1,12 +1,16 @@
-"""A toy TrainingTask for the loop's tests; run as a script it is one DDP rank (see test_train)."""
+"""Toy TrainingTasks for the loop's tests, run comparisons, and two-rank DDP launches: run as a
+script this file is one DDP rank (`launch_two_ranks`)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
 import random
 import signal
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gambar.train.task import Update
@@ -146,33 +150,122 @@ def toy_recipe(run_dir: Path | str, **train: Any) -> dict[str, Any]:
     return {"family": "toy", "train": base, "toy": {"hidden": 16}}
 
 
-def _ddp_main(run_dir: str, out_dir: str, steps: int, mode: str) -> None:
-    """One rank: train, then dump this replica's weights and the batch indices it saw.
+def gan_recipe(run_dir: Path | str, **train: Any) -> dict[str, Any]:
+    """The toy family's tiny two-optimiser GAN recipe (tests/toy_family): a few steps,
+    checkpoints every 3, a log line every step, EMA decay 0.9 on the generator."""
+    from toy_family.task import TINY_RECIPE
 
-    mode: "fresh", "resume", or "nan-rank1": rank 1's fourth loss is NaN, and every rank must
-    stop with the one-line error, which it writes to rank<r>.stopped instead of its weights.
+    recipe = copy.deepcopy(TINY_RECIPE)
+    recipe["train"].update({"steps": 6, "batch_size": 4, "checkpoint_every": 3, "log_every": 1,
+                            "sample_every": 0, "ema_decay": 0.9, "run_dir": str(run_dir)})
+    recipe["train"].update(train)
+    return recipe
+
+
+def run_log(run_dir: Path) -> list[dict[str, Any]]:
+    """log.jsonl's lines."""
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype, name
+        assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two run directories hold bit-identical final checkpoints (weights, EMA, every optimizer,
+    RNG states), exports and logs (all but wall time)."""
+    ca, cb = a / "checkpoint", b / "checkpoint"
+    names = sorted(p.name for p in ca.iterdir())
+    assert names == sorted(p.name for p in cb.iterdir())
+    for name in names:
+        if name.endswith(".safetensors"):
+            assert_same_tensors(load_file(ca / name), load_file(cb / name))
+        elif name == "state.json":
+            sa, sb = (json.loads((c / name).read_text()) for c in (ca, cb))
+            assert (sa["step"], sa["data_position"]) == (sb["step"], sb["data_position"])
+        else:
+            assert json.loads((ca / name).read_text()) == json.loads((cb / name).read_text()), name
+    exported = sorted(p.name for p in (a / "model").glob("*.safetensors"))
+    assert exported and exported == sorted(p.name for p in (b / "model").glob("*.safetensors"))
+    for name in exported:
+        assert_same_tensors(load_file(a / "model" / name), load_file(b / "model" / name))
+
+    def figures(run: Path) -> list[dict[str, Any]]:
+        return [{k: v for k, v in line.items() if k != "time"} for line in run_log(run)]
+
+    assert figures(a) == figures(b)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_ranks(run_dir: Path, out_dir: Path, steps: int, mode: str) -> None:
+    """Two gloo ranks of `_ddp_main` through `accelerate launch`. On a CPU-only machine `--cpu
+    --num_processes 2` silently starts one process (accelerate wants mpirun for multi-CPU), so
+    ask for the torchrun-based launcher with --multi_gpu; the loop then picks gloo since CUDA is
+    absent."""
+    helper = Path(__file__)
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": str(helper.parent),
+    }
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
+        "--main_process_port", str(_free_port()),
+        str(helper), str(run_dir), str(out_dir), str(steps), mode,
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _ddp_main(run_dir: str, out_dir: str, steps: int, mode: str) -> None:
+    """One rank: train, then dump this replica's weights (and, for ToyTask, the batch indices
+    it saw).
+
+    mode: "fresh", "resume", or "nan-rank1" (ToyTask): rank 1's fourth loss is NaN, and every
+    rank must stop with the one-line error, which it writes to rank<r>.stopped instead of its
+    weights; "gan" or "gan-resume": the toy family's two-optimiser GAN (tests/toy_family).
     """
     from gambar.errors import GambarError
     from gambar.train.loop import train
 
-    tasks: list[ToyTask] = []
+    tasks: list[Any] = []
+    gan = mode.startswith("gan")
 
-    def factory(recipe: dict[str, Any]) -> ToyTask:
-        tasks.append(PoisonedToyTask(recipe, at_call=3, rank=1) if mode == "nan-rank1"
-                     else ToyTask(recipe))
+    def factory(recipe: dict[str, Any]) -> Any:
+        if gan:
+            from toy_family.task import ToyTask as GanTask
+
+            tasks.append(GanTask(recipe))
+        else:
+            tasks.append(PoisonedToyTask(recipe, at_call=3, rank=1) if mode == "nan-rank1"
+                         else ToyTask(recipe))
         return tasks[-1]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
+    recipe = gan_recipe(run_dir, steps=steps) if gan else toy_recipe(run_dir, steps=steps)
     try:
-        train(factory, toy_recipe(run_dir, steps=steps), resume=mode == "resume", progress=False)
+        train(factory, recipe, resume=mode.endswith("resume"), progress=False)
     except GambarError as e:
         (out / f"rank{rank}.stopped").write_text(str(e))
         return
     state = {k: v.contiguous() for k, v in tasks[0].model.state_dict().items()}
     save_file(state, out / f"rank{rank}.safetensors")
-    (out / f"rank{rank}.json").write_text(json.dumps({"seen": tasks[0].seen}))
+    if not gan:
+        (out / f"rank{rank}.json").write_text(json.dumps({"seen": tasks[0].seen}))
 
 
 if __name__ == "__main__":

@@ -97,6 +97,62 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
             assert torch.equal(value, sd2["state"][i][name]), (i, name)
 
 
+class TwoParts(nn.Module):
+    """A generator and a discriminator, each with its own optimizer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.g, self.d = nn.Linear(3, 3), nn.Linear(3, 1)
+
+
+def _two_optimizers(seed: int) -> tuple[TwoParts, nn.Module, Optimizers]:
+    torch.manual_seed(seed)
+    model = TwoParts()
+    opts = {"g": torch.optim.AdamW(model.g.parameters(), lr=1e-2),
+            "d": torch.optim.AdamW(model.d.parameters(), lr=3e-2, betas=(0.5, 0.9))}
+    for _ in range(2):
+        for opt in opts.values():
+            model.d(model.g(torch.ones(2, 3))).square().mean().backward()
+            opt.step()
+            model.zero_grad()
+    return model, make_ema(model), opts
+
+
+def test_every_optimizer_round_trips_under_its_group_s_name(tmp_path: Path) -> None:
+    model, ema, opts = _two_optimizers(0)
+    save_checkpoint(tmp_path, _state(), model, ema, opts)
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
+        "ema.safetensors", "model.safetensors", "optimizer-d.json", "optimizer-d.safetensors",
+        "optimizer-g.json", "optimizer-g.safetensors", "rng.safetensors", "state.json"]
+    model2, ema2, opts2 = _two_optimizers(1)
+    load_checkpoint(tmp_path, model2, ema2, opts2)
+    _assert_modules_equal(model, model2)
+    for name in opts:
+        sd, sd2 = opts[name].state_dict(), opts2[name].state_dict()
+        assert sd["param_groups"] == sd2["param_groups"], name
+        for i in sd["state"]:
+            for key, value in sd["state"][i].items():
+                assert torch.equal(value, sd2["state"][i][key]), (name, i, key)
+
+
+def test_other_parameter_groups_than_the_checkpoint_s_are_a_one_line_error(tmp_path: Path
+                                                                           ) -> None:
+    model, ema, opts = _two_optimizers(0)
+    save_checkpoint(tmp_path, _state(), model, ema, opts)
+    fresh, fresh_ema, _ = _two_optimizers(1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    one = {"model": torch.optim.AdamW(fresh.parameters())}
+    with pytest.raises(InvalidInputError, match="parameter groups d, g; this recipe's model has "
+                                                "model") as err:
+        load_checkpoint(tmp_path, fresh, fresh_ema, one)
+    assert "\n" not in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())  # untouched
+    with pytest.raises(InvalidInputError, match="parameter groups model; this recipe's model "
+                                                "has d, g"):
+        _save(tmp_path / "single")
+        load_checkpoint(tmp_path / "single", *_two_optimizers(1))
+
+
 def test_rng_round_trip_replays_every_stream(tmp_path: Path) -> None:
     gen = torch.Generator().manual_seed(11)
     torch.manual_seed(12)
@@ -299,6 +355,10 @@ FORGERIES = {
         k: v for k, v in s["files"].items() if k != "rng.safetensors"}}),
     "files naming another": lambda c: _forge(
         c, lambda s: {**s, "files": {**s["files"], "../../x": "0"}}),
+    "files with half an optimizer": lambda c: _forge(c, lambda s: {**s, "files": {
+        k: v for k, v in s["files"].items() if k != "optimizer.json"}}),
+    "files naming a group's optimizer twice": lambda c: _forge(c, lambda s: {**s, "files": {
+        **s["files"], "optimizer-model.json": "0", "optimizer-model.safetensors": "0"}}),
     "state.json holds []": lambda c: (c / "state.json").write_text("[]"),
     "state.json holds null": lambda c: (c / "state.json").write_text("null"),
     "state.json holds a list with a checksum": lambda c: _forge(c, lambda s: [s]),

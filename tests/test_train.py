@@ -6,9 +6,6 @@ import json
 import math
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,42 +17,18 @@ from gambar.errors import GambarError, InvalidInputError
 from gambar.train.ema import ema_update, make_ema
 from gambar.train.loop import recipe_changes, train
 from gambar.train.recipe import TrainConfig, lr_at, train_config
-from helpers_train import InterruptingToyTask, PoisonedToyTask, ToyTask, toy_recipe
+from helpers_train import (
+    InterruptingToyTask,
+    PoisonedToyTask,
+    ToyTask,
+    assert_same_run,
+    assert_same_tensors,
+    launch_two_ranks,
+    run_log,
+    toy_recipe,
+)
 
-HELPER = Path(__file__).with_name("helpers_train.py")
 TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors")
-
-
-def _log(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
-def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].dtype == b[name].dtype, name
-        assert torch.equal(a[name], b[name]), f"{name} differs"
-
-
-def _assert_same_run(a: Path, b: Path) -> None:
-    """Two run directories hold bit-identical final checkpoints, exports and loss curves."""
-    for name in TENSOR_FILES:
-        _assert_same_tensors(load_file(a / "checkpoint" / name), load_file(b / "checkpoint" / name))
-    ca, cb = a / "checkpoint", b / "checkpoint"
-    assert json.loads((ca / "optimizer.json").read_text()) == json.loads(
-        (cb / "optimizer.json").read_text()
-    )
-    state_a, state_b = (json.loads((c / "state.json").read_text()) for c in (ca, cb))
-    assert (state_a["step"], state_a["data_position"]) == (
-        state_b["step"],
-        state_b["data_position"],
-    )
-    _assert_same_tensors(
-        load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
-    )
-    assert [(r["step"], r["loss"], r["lr"]) for r in _log(a)] == [
-        (r["step"], r["loss"], r["lr"]) for r in _log(b)
-    ]
 
 
 def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
@@ -64,7 +37,7 @@ def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
     )
     run_dir = tmp_path / "run"
     assert train(ToyTask, recipe, progress=False) == run_dir / "model"
-    log = _log(run_dir)
+    log = run_log(run_dir)
     assert [r["step"] for r in log] == [10, 20, 30, 40, 50, 60]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
@@ -85,7 +58,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     train(ToyTask, toy_recipe(split, steps=3, log_every=1), progress=False)
     assert json.loads((split / "checkpoint" / "state.json").read_text())["step"] == 3
     train(ToyTask, toy_recipe(split, steps=6, log_every=1), resume=True, progress=False)
-    _assert_same_run(tmp_path / "full", split)
+    assert_same_run(tmp_path / "full", split)
 
 
 def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path: Path) -> None:
@@ -98,7 +71,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path: Path) -> No
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 4
     assert not (run / "model").exists()
     train(ToyTask, recipe, resume=True, progress=False)
-    _assert_same_run(tmp_path / "full", run)
+    assert_same_run(tmp_path / "full", run)
 
 
 def test_sample_grids_do_not_perturb_training(tmp_path: Path) -> None:
@@ -107,7 +80,7 @@ def test_sample_grids_do_not_perturb_training(tmp_path: Path) -> None:
     assert len(list((with_samples / "samples").iterdir())) == 6
     assert not (without / "samples").exists()
     for name in TENSOR_FILES:
-        _assert_same_tensors(
+        assert_same_tensors(
             load_file(with_samples / "checkpoint" / name), load_file(without / "checkpoint" / name)
         )
 
@@ -147,8 +120,8 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0(
     expected = ("no checkpoint .* starting from step 0 and replacing its logs/samples"
                 if resume else "starting afresh and replacing them")
     assert len(note) == 1 and re.search(expected, note[0]), note
-    _assert_same_run(tmp_path / "clean", run)
-    assert [r["step"] for r in _log(run)] == [1, 2, 3, 4, 5, 6]  # the stale lines are gone
+    assert_same_run(tmp_path / "clean", run)
+    assert [r["step"] for r in run_log(run)] == [1, 2, 3, 4, 5, 6]  # the stale lines are gone
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
         "step_000003.png", "step_000006.png"]
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "log.jsonl", "model", "samples"]
@@ -231,9 +204,9 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pat
     assert "last good checkpoint (step 3)" in message and "train.lr" in message
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 3
     assert not (run / "model").exists()
-    assert all(math.isfinite(r["loss"]) for r in _log(run))
+    assert all(math.isfinite(r["loss"]) for r in run_log(run))
     train(ToyTask, recipe, resume=True, progress=False)
-    _assert_same_run(tmp_path / "full", run)
+    assert_same_run(tmp_path / "full", run)
 
 
 def test_nonfinite_weights_are_never_checkpointed_or_exported(tmp_path: Path) -> None:
@@ -277,7 +250,7 @@ def test_resume_past_the_end_is_an_error(tmp_path: Path) -> None:
 def test_bf16_mixed_precision_runs(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train(ToyTask, toy_recipe(run_dir, steps=4, mixed_precision="bf16"), progress=False)
-    assert all(math.isfinite(r["loss"]) for r in _log(run_dir))
+    assert all(math.isfinite(r["loss"]) for r in run_log(run_dir))
     weights = load_file(run_dir / "checkpoint" / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in weights.values())  # autocast, fp32 master weights
 
@@ -404,56 +377,12 @@ def test_every_family_declares_its_recipe_sections() -> None:
         assert sections and "train" not in sections, family
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(run_dir: Path, out_dir: Path, steps: int, mode: str) -> None:
-    """Two gloo ranks through `accelerate launch`. On a CPU-only machine `--cpu --num_processes 2`
-    silently starts one process (accelerate wants mpirun for multi-CPU), so ask for the
-    torchrun-based launcher with --multi_gpu; the loop then picks gloo since CUDA is absent."""
-    env = {
-        **os.environ,
-        "MASTER_ADDR": "127.0.0.1",
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "PYTHONPATH": str(HELPER.parent),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_ip",
-        "127.0.0.1",
-        "--main_process_port",
-        str(_free_port()),
-        str(HELPER),
-        str(run_dir),
-        str(out_dir),
-        str(steps),
-        mode,
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_stay_in_sync_and_resume_exactly(tmp_path: Path) -> None:
-    _launch(tmp_path / "full", tmp_path / "out_full", steps=4, mode="fresh")
+    launch_two_ranks(tmp_path / "full", tmp_path / "out_full", steps=4, mode="fresh")
     r0 = load_file(tmp_path / "out_full" / "rank0.safetensors")
     r1 = load_file(tmp_path / "out_full" / "rank1.safetensors")
-    _assert_same_tensors(r0, r1)
+    assert_same_tensors(r0, r1)
     seen = [
         json.loads((tmp_path / "out_full" / f"rank{r}.json").read_text())["seen"] for r in (0, 1)
     ]
@@ -462,9 +391,9 @@ def test_ddp_two_cpu_processes_stay_in_sync_and_resume_exactly(tmp_path: Path) -
     assert state["world_size"] == 2
     assert load_file(tmp_path / "full" / "checkpoint" / "rng.safetensors")["torch"].shape[0] == 2
 
-    _launch(tmp_path / "split", tmp_path / "out_a", steps=2, mode="fresh")
-    _launch(tmp_path / "split", tmp_path / "out_b", steps=4, mode="resume")
-    _assert_same_run(tmp_path / "full", tmp_path / "split")
+    launch_two_ranks(tmp_path / "split", tmp_path / "out_a", steps=2, mode="fresh")
+    launch_two_ranks(tmp_path / "split", tmp_path / "out_b", steps=4, mode="resume")
+    assert_same_run(tmp_path / "full", tmp_path / "split")
     seen_b = json.loads((tmp_path / "out_b" / "rank1.json").read_text())["seen"]
     assert seen_b == [5, 7]  # the resumed rank 1 skips nothing and repeats nothing
 
@@ -473,7 +402,7 @@ def test_ddp_two_cpu_processes_stay_in_sync_and_resume_exactly(tmp_path: Path) -
 def test_ddp_ranks_agree_to_stop_when_one_rank_diverges(tmp_path: Path) -> None:
     """Rank 1 alone sees a NaN loss at step 4: both ranks stop there with the one-line error
     (none hangs in a collective), and the step-3 checkpoint is kept."""
-    _launch(tmp_path / "run", tmp_path / "out", steps=6, mode="nan-rank1")
+    launch_two_ranks(tmp_path / "run", tmp_path / "out", steps=6, mode="nan-rank1")
     errors = [(tmp_path / "out" / f"rank{r}.stopped").read_text() for r in (0, 1)]
     assert "diverged at step 4: the loss is not finite on another process" in errors[0]
     assert "diverged at step 4: the loss is nan" in errors[1]

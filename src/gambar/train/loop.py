@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from gambar.errors import GambarError, InvalidInputError
 from gambar.fsutil import atomic_write_bytes, atomic_write_text, replace_dir
-from gambar.model_dir import CONFIG, MANIFEST, WEIGHTS
+from gambar.model_dir import CONFIG, MANIFEST, is_component_file
 from gambar.text.setup import TOKENIZER_FILE
 from gambar.train.checkpoint import (
     CHECKPOINT_TMP,
@@ -275,7 +275,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> RunDirCheck:
 # What a run writes before its first checkpoint, by name, with the shape the run gives it; a
 # directory of nothing else may be started again. Anything else (a link, a folder named like a
 # file, a file the run never writes) may be the user's, and the run refuses rather than delete it.
-_MODEL_FILES = frozenset((CONFIG, WEIGHTS, MANIFEST, TOKENIZER_FILE))
+_MODEL_FILES = frozenset((CONFIG, MANIFEST, TOKENIZER_FILE))  # and each component's weights
 _SAMPLE = re.compile(r"step_\d+\.png")
 _TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]+\.tmp")  # atomic_write_bytes' ".<name>.x1y2z3.tmp"
 
@@ -308,7 +308,7 @@ def _is_leftover(path: Path) -> bool:
     if name == CHECKPOINT_TMP:
         return _holds_only(path, is_checkpoint_file)
     if name == MODEL_TMP:
-        return _holds_only(path, _MODEL_FILES.__contains__)
+        return _holds_only(path, lambda name: name in _MODEL_FILES or is_component_file(name))
     return _debris_of(path, "log.jsonl".__eq__)  # _truncate_log's interrupted rewrite
 
 
@@ -510,10 +510,11 @@ def train_step(run: Run, step: int, batch: Any) -> dict[str, torch.Tensor]:
 
 
 def _nonfinite_loss(run: Run, figures: dict[str, torch.Tensor]) -> tuple[str, float] | None:
-    """The first parameter group whose loss this step is NaN or inf, with that loss, or None."""
-    for group in run.groups.params:
-        loss = figures.get(f"loss/{group}")
-        if loss is not None and not math.isfinite(value := loss.item()):
+    """The parameter group of this step's first update (in the order applied) whose loss is NaN
+    or inf, with that loss, or None. Later groups' losses follow from its NaN weights."""
+    for name, loss in figures.items():
+        group = name.removeprefix("loss/")
+        if group in run.groups.params and not math.isfinite(value := loss.item()):
             return group, value
     return None
 
