@@ -187,10 +187,9 @@ def _run(
     model = task.model
     ema = make_ema(model)
     optimizers = {
-        group: torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas,
+        group: torch.optim.AdamW(groups.params[group], lr=settings.lr, betas=settings.betas,
                                  weight_decay=settings.weight_decay)
-        for (group, params), settings in zip(groups.params.items(), groups.settings.values(),
-                                             strict=True)
+        for group, settings in groups.settings.items()
     }
     generator = torch.Generator()  # CPU, as STYLE §6: the loss's noise, timesteps, dropout
     if found.resume:
@@ -551,9 +550,8 @@ def _postfix(run: Run, line: dict[str, Any]) -> dict[str, str]:
         shown = {g: line[f"loss/{g}"] for g in run.groups.params if f"loss/{g}" in line}
     else:
         shown = {"loss": line["loss"]}
-    skip = {"step", "loss", "lr", "time"}
     shown.update({k: v for k, v in line.items()
-                  if k not in skip and not k.startswith(("loss/", "lr/"))})
+                  if k not in _RESERVED and not k.startswith(("loss/", "lr/"))})
     return {name: f"{value:.4g}" for name, value in shown.items()}
 
 
