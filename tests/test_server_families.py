@@ -5,7 +5,7 @@ Options and inputs alone; several frames come back as an animated PNG."""
 import base64
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -239,16 +239,15 @@ def test_a_family_without_size_is_refused_by_the_sizing_dialects_only(tmp_path):
         assert r.status_code == 202 and r.json()["settings"]["colour"] == "blue"
 
 
-def test_an_option_named_like_a_request_field_is_refused_when_the_app_is_built():
-    @dataclass(frozen=True)
-    class Clash(Options):
-        family: ClassVar[str] = "clash"
-        seed: int = option(0, help="clashes with the request's seed")
+@pytest.mark.parametrize("name", ["seed", "output_size", "layout"])
+def test_an_option_named_like_a_request_field_is_refused_when_the_app_is_built(name):
+    clash = make_dataclass("Clash", [(name, int, option(0, help="clashes with a field"))],
+                           bases=(Options,), frozen=True, namespace={"family": "clash"})
 
     class Pipe(Sizeless):
-        family, Options, default_options = "clash", Clash, Clash()
+        family, Options, default_options = "clash", clash, clash()
 
-    with pytest.raises(TypeError, match="'seed' of clash models clashes"):
+    with pytest.raises(TypeError, match=f"'{name}' of clash models clashes"):
         job_request_model({"x": Pipe()})
 
 

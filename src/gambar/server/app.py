@@ -31,7 +31,10 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
 
 DESCRIPTION = """
 Text-to-image on a CPU, offline. Submit a job, poll its status (queue position, step k of K),
-fetch its PNGs (provenance in their text chunks). Jobs are served **round-robin**: between
+fetch its PNGs (provenance in their text chunks; a clip of several frames is an animated PNG).
+Each model's options (defaults, bounds, choices) and inputs (a layout, an init image ...) are
+listed by `GET /api/models` and in the job request's schema below; an option or input the
+chosen model lacks is answered 422 naming it. Jobs are served **round-robin**: between
 tokens, or between addresses for clients without one, and within an address between its
 `X-Client-Id`s. Each token or address may have `--per-client` jobs waiting, shared by the ids
 within it; a full queue answers 429 with `Retry-After`. A client rotating

@@ -113,10 +113,12 @@ class Txt2ImgRequest(BaseModel):
 
 def _absent(field: str, value: Any, family: str, option: str) -> None:
     """Accept a field whose option the family lacks only when it asks for nothing."""
-    if is_off(value) or value == CLIENT_DEFAULTS.get(field):
+    default = CLIENT_DEFAULTS.get(field)
+    if is_off(value) or value == default:
         return
+    alternative = "" if default is None else f" (or send A1111's default {default!r})"
     raise InvalidInputError(f"{field}={shown(value)} cannot be honoured: a {family} model has no "
-                            f"{option!r} option; leave it out")
+                            f"{option!r} option; leave it out{alternative}")
 
 
 def _sampler_choices(pipe: Pipeline) -> tuple[str, ...]:

@@ -19,8 +19,10 @@ from gambar.pipeline import MAX_PROMPT_CHARS, Pipeline
 from gambar.seeding import MAX_SEED
 from gambar.server.jobs import MAX_IMAGES, State
 
-# Fields of every request, whatever the model; an option or input may not take these names.
+# Fields of every request, whatever the model.
 COMMON_FIELDS = ("prompt", "n", "seed", "model")
+# Names an option may not take: they are request fields or keys of a job's flat settings.
+RESERVED = (*COMMON_FIELDS, "seeds", "output_size", "inputs", *INPUTS)
 
 
 class JobRequestBase(BaseModel):
@@ -97,9 +99,9 @@ def job_request_model(pipelines: Mapping[str, Pipeline]) -> type[BaseModel]:
     inputs = sorted({name for pipe in pipelines.values() for name in pipe.inputs})
     fields: dict[str, Any] = {}
     for name, specs in served_options(pipelines).items():
-        if name in COMMON_FIELDS or name in INPUTS:
+        if name in RESERVED:
             raise TypeError(f"option {name!r} of {next(iter(specs))} models clashes with a "
-                            "request field of the same name")
+                            "request or settings field of the same name")
         fields[name] = (_option_type(list(specs.values())) | None,
                         Field(None, description=_option_help(specs, every)))
     for name in inputs:
