@@ -314,3 +314,14 @@ def test_option_flags_come_from_the_families_options(capsys):
         assert spec.flag in out
     for name in ("--init", "--mask", "--layout", "--image"):
         assert name in out
+
+
+def test_train_set_reaches_a_per_group_optimiser_table(in_tmp, capsys):
+    """--set may create [train.optimizers.<group>]; a group the family lacks is one line."""
+    from pathlib import Path
+
+    recipe = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.toml")
+    assert main(["train", recipe, "-q", "--set", "train.optimizers.nope.lr=1e-4",
+                 "--set", f"train.run_dir={in_tmp / 'run'}"]) == 2
+    assert "[train.optimizers.nope] names no parameter group" in one_line_error(capsys)
+    assert not (in_tmp / "run").exists()

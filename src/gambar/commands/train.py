@@ -8,7 +8,7 @@ from pathlib import Path
 from gambar.config import apply_overrides, load_recipe
 from gambar.errors import InvalidInputError
 from gambar.registry import task_factory
-from gambar.train.recipe import TrainConfig
+from gambar.train.recipe import OverrideSchema
 
 
 def run_train(args: argparse.Namespace) -> Path:
@@ -18,7 +18,8 @@ def run_train(args: argparse.Namespace) -> Path:
     if not isinstance(family, str):
         raise InvalidInputError(f"{args.recipe} names no family (e.g. family = \"diffusion\")")
     factory = task_factory(family)
-    schema = {"train": TrainConfig, **getattr(factory, "SCHEMA", {})}
+    # [train], every [train.optimizers.<group>] and the family's own sections
+    schema = OverrideSchema(getattr(factory, "SCHEMA", {}))
     recipe = apply_overrides(recipe, args.set, schema)
 
     from gambar.train.loop import train  # imports accelerate: only when training
