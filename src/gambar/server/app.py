@@ -97,8 +97,10 @@ def create_app(service: JobService) -> FastAPI:
     # Added last, so outermost: a huge body is refused before anything reads it.
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_kb * 1024)
 
-    # The job request's schema comes from the served models' options (and documents them).
-    app.include_router(routes.submit_router(job_request_model(service.pipelines)))
+    # The job request's schema comes from the served models' options (and documents them);
+    # kept on the app for tools that build bodies from it (benchmarks/fuzz.py).
+    app.state.job_request = job_request_model(service.pipelines)
+    app.include_router(routes.submit_router(app.state.job_request))
     app.include_router(routes.router)
     app.include_router(routes.open_router)
     app.include_router(compat_openai.router)
