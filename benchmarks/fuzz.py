@@ -858,21 +858,25 @@ FIELD_KINDS = {
 }
 
 
-def body_fields() -> dict[str, list[str]]:
-    """Each POST endpoint's fields, read from its request model, plus a few it lacks."""
+def body_fields(pipelines: dict[str, Any]) -> dict[str, list[str]]:
+    """Each POST endpoint's fields, read from its request model (built from the served models'
+    options), the served models' option and input names (extensions of the compatible APIs),
+    and a few fields no endpoint has."""
     from gambar.server import compat_a1111, compat_openai, schemas
 
-    models = {"/api/jobs": schemas.JobRequest, "/v1/images/generations":
+    models = {"/api/jobs": schemas.job_request_model(pipelines), "/v1/images/generations":
               compat_openai.ImageGenerationRequest, "/sdapi/v1/txt2img":
               compat_a1111.Txt2ImgRequest}
-    out = {path: sorted(model.model_fields) + ["x", "size", "seed"]
+    served = sorted({name for pipe in pipelines.values() for name in
+                     (*pipe.Options.names(), *pipe.inputs)})
+    out = {path: sorted({*model.model_fields, *served}) + ["x", "size", "seed"]
            for path, model in models.items()}
     out["/sdapi/v1/interrupt"] = ["x"]
     return out
 
 
-def rest_cases() -> st.SearchStrategy[dict[str, Any]]:
-    fields = body_fields()
+def rest_cases(pipelines: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    fields = body_fields(pipelines)
 
     def edits(endpoint: str) -> st.SearchStrategy[list[tuple[str, Any, bool]]]:
         names = list(fields.get(endpoint, ["x"]))
@@ -970,7 +974,7 @@ def rest_target(env: Env) -> Iterator[tuple[st.SearchStrategy[Any], Callable[[An
                         raise Http5xx(f"a worker logged a traceback: "
                                       f"{record.exc_info[0].__name__}: {record.exc_info[1]}")
 
-                yield rest_cases(), case
+                yield rest_cases(service.pipelines), case
         finally:
             logging.getLogger("gambar").removeHandler(handler)
 

@@ -159,7 +159,7 @@ def _checked(spec: OptionSpec, value: Any) -> Any:
                 bound = f"between {spec.low:g} and {spec.high:g}"
             else:
                 bound = f"at least {low:g}" if value < low else f"at most {high:g}"
-            raise InvalidInputError(f"{what} must be {bound}, not {value:g}")
+            raise InvalidInputError(f"{what} must be {bound}, not {shown(value)}")
     if kind is str:
         if spec.choices is not None and value not in spec.choices:
             raise InvalidInputError(
