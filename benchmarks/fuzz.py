@@ -355,12 +355,15 @@ def cli_argv(env: Env, files: dict[str, str]) -> st.SearchStrategy[list[str]]:
             lambda parts: [t for p in parts for t in p])
 
     ints, floats = _int_tokens(), _float_tokens()
+    inputs = st.sampled_from(list(files.values()))  # images, layouts, and neither
     sampling = {"--steps": ints, "--guidance": floats,
                 "--sampler": st.sampled_from(["dpmpp", "ddim", "ddpm", "euler", "x"])}
     generate = {**sampling, "-n": ints, "--seed": ints, "--negative": prompt, "--size": ints,
                 "--precision": st.sampled_from(["fp32", "bf16", "fp16"]), "--model": models,
                 "-o": paths, "--grid": None, "--overwrite": None, "--batch-size": ints,
-                "--replay": st.sampled_from(list(files.values())), "-q": None}
+                "--replay": st.sampled_from(list(files.values())), "-q": None,
+                "--eta": floats, "--strength": floats, "--init": inputs, "--mask": inputs,
+                "--layout": inputs, "--image": inputs}
     sheet = {**sampling, "--seeds": ints, "--model": models, "-o": paths, "--scale": ints,
              "--overwrite": None, "--prompts-file": st.sampled_from(list(files.values()))}
     evaluate = {**sampling, "--n": ints, "--seed": ints, "--size": ints, "--per-category": ints,
@@ -410,9 +413,12 @@ def _cli_files(work: Path, env: Env) -> dict[str, str]:
     (work / "list.png").write_bytes(with_text(env.png, "[1, 2]"))
     (work / "bomb.png").write_bytes(png_of_size(50_000, 50_000, []))
     (work / "recipe.toml").write_text((REPO / "configs" / "tiny.toml").read_text())
+    (work / "layout.json").write_text('{"objects": [{"box": [0.1, 0.1, 0.5, 0.5], "label": "x"}]}')
+    (work / "boxes.json").write_text('{"objects": [{"box": [0.5, 0.1, 0.1, 2], "label": 3}]}')
     return {"dir": "dir.png", "file": "file.png/x.png", "proc": "/proc/x.png",
             "image": "image.png", "latin1": "latin1.txt", "deep": "deep.png", "list": "list.png",
-            "bomb": "bomb.png", "recipe": "recipe.toml", "missing": "missing.png"}
+            "bomb": "bomb.png", "recipe": "recipe.toml", "missing": "missing.png",
+            "layout": "layout.json", "boxes": "boxes.json"}
 
 
 @contextlib.contextmanager
