@@ -61,7 +61,7 @@ def main() -> int:
             parser.error(f"--default applies to image generators, not {family} models")
         defaults = {**model.extra.get("defaults", {}), **dict(args.default)}
         try:  # the family's Options check names, types and bounds, as at load time
-            model.default_options.with_changes(defaults, where=str(args.source))
+            model.default_options.with_stored(defaults, where=f"--default for {args.source}")
         except GambarError as exc:
             parser.exit(2, f"error: {exc}\n")
         model.extra["defaults"] = defaults

@@ -292,7 +292,7 @@ def test_img2img_from_the_command_line_replays_only_with_the_same_init(tiny_mode
     [
         (["--layout", "layout.json"], "takes no 'layout' input"),
         (["--init", "missing.png"], "--init missing.png"),
-        (["--strength", "0.5"], "strength applies to img2img only"),
+        (["--strength", "0.5"], "strength needs the 'init' input"),
         (["--eta", "0.5"], "eta applies to the ddim sampler only"),
         (["--steps", "5000"], "steps must be between 1 and 1000"),
     ],
@@ -325,3 +325,15 @@ def test_train_set_reaches_a_per_group_optimiser_table(in_tmp, capsys):
                  "--set", f"train.run_dir={in_tmp / 'run'}"]) == 2
     assert "[train.optimizers.nope] names no parameter group" in one_line_error(capsys)
     assert not (in_tmp / "run").exists()
+
+
+@pytest.mark.parametrize(("args", "given"), [
+    (["another prompt"], "a prompt"), (["--steps", "7"], "--steps"),
+    (["--negative", "red"], "--negative"), (["--seed", "99"], "--seed"), (["-n", "2"], "-n")])
+def test_replay_refuses_what_it_would_otherwise_ignore(tiny_model_dir, in_tmp, capsys, args,
+                                                        given):
+    assert gen(tiny_model_dir, "a red circle", "-o", "x.png", "--seed", "1") == 0
+    argv = ["generate", "--model", str(tiny_model_dir), "--replay", "x.png", "-o", "y.png", "-q"]
+    assert main(argv + args) == 2
+    assert f"leave out {given}" in one_line_error(capsys)
+    assert not (in_tmp / "y.png").exists()

@@ -26,7 +26,7 @@ import gambar
 from gambar import registry
 from gambar.cli import main
 from gambar.errors import InvalidInputError
-from gambar.inputs import Layout, digest
+from gambar.inputs import Layout, digest, normalize
 from gambar.model_dir import model_sha256
 from gambar.provenance import read_provenance
 from gambar.train.loop import train
@@ -99,11 +99,15 @@ def test_the_export_loads_and_saves_again_with_the_same_hash(trained, pipe, tmp_
     assert gambar.load(tmp_path / "again").sha256 == pipe.sha256
 
 
-def test_image_k_depends_only_on_its_seed(pipe):
+@pytest.mark.parametrize("with_inputs", [False, True], ids=["prompt", "inputs"])
+def test_image_k_depends_only_on_its_seed(pipe, with_inputs):
     fast = FAST[pipe.family]
-    batch = pipe.generate(PROMPTS, seeds=[5, 6, 7], batch_size=2, progress=False, **fast)
+    inputs = sample_inputs(pipe.inputs) if with_inputs else {}
+    batch = pipe.generate(PROMPTS, seeds=[5, 6, 7], batch_size=2, inputs=inputs,
+                          progress=False, **fast)
     for k, gen in enumerate(batch):
-        (alone,) = pipe.generate([PROMPTS[k]], seeds=[5 + k], progress=False, **fast)
+        (alone,) = pipe.generate([PROMPTS[k]], seeds=[5 + k], inputs=inputs, progress=False,
+                                 **fast)
         assert np.array_equal(pixels(gen.image), pixels(alone.image)), k
         assert gen.provenance["seed"] == 5 + k and gen.provenance["family"] == pipe.family
 
@@ -113,7 +117,8 @@ def test_options_and_input_digests_are_in_the_provenance(pipe):
     fast = FAST[pipe.family]
     (gen,) = pipe.generate(PROMPTS[:1], seeds=[3], inputs=inputs, progress=False, **fast)
     prov = gen.provenance
-    assert prov.get("inputs", {}) == {name: digest(v) for name, v in inputs.items()}
+    assert prov.get("inputs", {}) == {name: digest(normalize(name, v))
+                                      for name, v in inputs.items()}
     # every option is recorded and reads back equal
     assert pipe.Options.from_provenance(prov) == pipe.default_options.with_changes(fast)
     # An option another family has, or none has, is refused naming this family.
@@ -140,10 +145,10 @@ def test_replay_through_the_cli_is_bit_exact(trained, pipe, tmp_path, monkeypatc
     model = str(trained[1])
     flags = _input_files(pipe, tmp_path)
     specs = {spec.name: spec for spec in pipe.Options.specs()}
-    for name, value in FAST[pipe.family].items():
-        flags += [specs[name].flag, str(value)]
+    options = [t for name, value in FAST[pipe.family].items()
+               for t in (specs[name].flag, str(value))]
     assert main(["generate", PROMPTS[2], "--model", model, "--seed", "11", "-o", "a.png",
-                 "-q", *flags]) == 0
+                 "-q", *flags, *options]) == 0
     assert read_provenance(tmp_path / "a.png")["family"] == pipe.family
     assert main(["generate", "--replay", "a.png", "--model", model, "-o", "b.png", "-q",
                  *flags]) == 0
@@ -154,6 +159,19 @@ def _png_pixels(data: bytes) -> np.ndarray:
     return pixels(Image.open(io.BytesIO(data)))
 
 
+def _encoded(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Inputs as a request body carries them: a layout as JSON, an image as base64 PNG."""
+    out: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if isinstance(value, Layout):
+            out[name] = value.to_json()
+        else:
+            buf = io.BytesIO()
+            value.save(buf, format="PNG")
+            out[name] = base64.b64encode(buf.getvalue()).decode("ascii")
+    return out
+
+
 def test_one_request_through_each_api(pipe, tmp_path):
     from fastapi.testclient import TestClient
 
@@ -162,11 +180,14 @@ def test_one_request_through_each_api(pipe, tmp_path):
     from gambar.server.settings import ServerSettings
 
     fast = FAST[pipe.family]
-    (direct,) = pipe.generate([PROMPTS[0]], seeds=[9], progress=False, **fast)
-    expected = pixels(direct.image)
+    inputs = sample_inputs(pipe.inputs)
+    (direct,) = pipe.generate([PROMPTS[0]], seeds=[9], inputs=inputs, progress=False, **fast)
+    expected = pixels(direct.image)  # REST and OpenAI carry the inputs; A1111's txt2img none
+    (plain,) = pipe.generate([PROMPTS[0]], seeds=[9], progress=False, **fast)
     service = JobService({"m": pipe}, ServerSettings(results_dir=tmp_path / "results"))
     with TestClient(create_app(service)) as client:
-        job = client.post("/api/jobs", json={"prompt": PROMPTS[0], "seed": 9, **fast}).json()
+        job = client.post("/api/jobs", json={"prompt": PROMPTS[0], "seed": 9, **fast,
+                                               **_encoded(inputs)}).json()
         deadline = time.monotonic() + 60
         while job["state"] in ("queued", "running") and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -177,7 +198,7 @@ def test_one_request_through_each_api(pipe, tmp_path):
 
         openai = client.post("/v1/images/generations", json={
             "prompt": PROMPTS[0], "model": "m", "seed": 9, "response_format": "b64_json",
-            **fast})
+            **fast, **_encoded(inputs)})
         assert openai.status_code == 200, openai.text
         data = base64.b64decode(openai.json()["data"][0]["b64_json"])
         assert np.array_equal(_png_pixels(data), expected)
@@ -186,4 +207,4 @@ def test_one_request_through_each_api(pipe, tmp_path):
                                                             **fast})
         assert a1111.status_code == 200, a1111.text
         data = base64.b64decode(a1111.json()["images"][0])
-        assert np.array_equal(_png_pixels(data), expected)
+        assert np.array_equal(_png_pixels(data), pixels(plain.image))

@@ -117,7 +117,9 @@ def test_a_model_at_the_largest_size_a_recipe_accepts_loads(tmp_path):
         ({"precision": "fp16"}, "unknown precision 'fp16'; choose one of: fp32, bf16"),
         ({"eta": 0.5}, "eta applies to the ddim sampler only"),
         ({"stepz": 3}, "option 'stepz' does not apply.*did you mean 'steps'"),
-        ({"strength": 0.5}, "strength applies to img2img only"),
+        ({"strength": 0.5}, "strength needs the 'init' input"),
+        ({"inputs": {"init": "init.png"}}, "must be a PIL image"),
+        ({"guidance": 10**400}, "guidance must be a number of sensible size"),
         ({"inputs": {"layout": None}}, "takes no 'layout' input"),
     ],
 )
@@ -205,3 +207,59 @@ def test_inpainting_keeps_the_unmasked_pixels_exactly(pipe):
     assert set(gen.provenance["inputs"]) == {"init", "mask"}
     with pytest.raises(InvalidInputError, match="a mask needs an init image"):
         pipe.generate(["a red circle"], seeds=[1], inputs={"mask": mask}, progress=False)
+
+
+def test_an_option_that_needs_an_input_is_refused_even_fully_resolved(pipe):
+    """The server passes resolved Options, not changes: strength without init must still be
+    refused there, not silently ignored."""
+    opts = pipe.default_options.with_changes({"strength": 0.3})
+    with pytest.raises(InvalidInputError, match="strength needs the 'init' input"):
+        pipe.generate(["a red circle"], seeds=[1], options=opts, progress=False)
+
+
+def test_a_stored_ddim_eta_does_not_block_other_samplers(tiny_model_dir, tmp_path):
+    import shutil
+
+    from gambar.generators.diffusion.pipeline import DiffusionPipeline
+
+    model = DiffusionPipeline.load(tiny_model_dir)
+    model.extra["defaults"] = {"sampler": "ddim", "eta": 0.5}
+    model.save(tmp_path / "m")
+    pipe = gambar.load(tmp_path / "m")
+    assert pipe.default_options.eta == 0.5
+    (gen,) = pipe.generate(["a red circle"], seeds=[1], steps=2, sampler="euler",
+                           progress=False)
+    assert gen.provenance["sampler"] == "euler" and gen.provenance["sampler_options"] == {}
+    for bad, message in (({"steps": None}, "'steps' is null"), ({"steps": 5000}, "steps")):
+        shutil.rmtree(tmp_path / "m")
+        model.extra["defaults"] = bad
+        model.save(tmp_path / "m")
+        with pytest.raises(CorruptFileError, match=message):
+            gambar.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK"])
+def test_inputs_are_normalised_to_rgb_so_their_digest_follows_the_pixels(pipe, mode):
+    rgb = Image.new("RGB", (32, 32), (255, 255, 255))
+    rgb.paste((10, 200, 30) if mode != "L" and mode != "LA" else (90, 90, 90), (4, 4, 20, 20))
+    same = rgb.quantize() if mode == "P" else rgb.convert(mode)  # 2 colours: an exact palette
+    if mode in ("RGBA", "LA"):  # opaque: its alpha changes nothing
+        assert same.getchannel("A").getextrema() == (255, 255)
+    expected = rgb.convert("L").convert("RGB") if mode in ("L", "LA") else rgb
+    (a,) = pipe.generate(["a red circle"], seeds=[2], steps=2, inputs={"init": expected},
+                         progress=False)
+    (b,) = pipe.generate(["a red circle"], seeds=[2], steps=2, inputs={"init": same},
+                         progress=False)
+    if mode != "CMYK":  # a round trip through CMYK may move a level
+        assert a.provenance["inputs"] == b.provenance["inputs"]
+        assert np.array_equal(pixels(a), pixels(b))
+
+
+def test_sixteen_bit_and_mismatched_inputs_are_refused(pipe):
+    init = Image.new("RGB", (32, 32), "white")
+    with pytest.raises(InvalidInputError, match="16-bit or float"):
+        pipe.generate(["a red circle"], seeds=[1], inputs={"init": Image.new("I;16", (8, 8))},
+                      progress=False)
+    with pytest.raises(InvalidInputError, match="the mask is 16x32 but the init image 32x32"):
+        pipe.generate(["a red circle"], seeds=[1], progress=False,
+                      inputs={"init": init, "mask": Image.new("L", (16, 32))})

@@ -34,7 +34,7 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--num-images", type=int, default=1, metavar="N",
                    help="how many images (seeds S, S+1, ...; default 1)")
     p.add_argument("--seed", type=int, help="seed of the first image (default: random, recorded)")
-    _option_flags(p)
+    _option_flags(p, inputs=True)
     _input_flags(p)
     p.add_argument("--model", default="default", metavar="NAME|PATH",
                    help="a built-in model name or a saved model directory (default: default)")
@@ -48,17 +48,20 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def _option_flags(p: argparse.ArgumentParser) -> None:
+def _option_flags(p: argparse.ArgumentParser, *, inputs: bool = False) -> None:
     """One flag per generation option of every registered generator family, built from the
     families' Options classes (gambar.options): their help, bounds and choices. Unset flags
     stay None: the model's own defaults apply. A flag the chosen model's family lacks is a
-    one-line error once the model is known."""
+    one-line error once the model is known. Without `inputs` (a command that takes none),
+    options that need an input (img2img's --strength) are left out."""
     from gambar.options import KINDS, union_specs
     from gambar.registry import all_options
 
     families = all_options()
     group = p.add_argument_group("generation options (default: the model's own)")
     for spec, owners in union_specs(families).values():
+        if spec.needs and not inputs:
+            continue
         where = "" if len(owners) == len(families) else f" [{', '.join(owners)} models]"
         bounds = spec.describe_range()
         text = f"{spec.help}{' (' + bounds + ')' if bounds and not spec.choices else ''}{where}"

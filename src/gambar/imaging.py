@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from gambar.errors import CorruptFileError, InvalidInputError
 
@@ -60,6 +60,9 @@ def open_image(source: Path | bytes, where: str, *, max_pixels: int = MAX_IMAGE_
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
             f"{where}: over the {max_pixels / 1e6:.1f}-megapixel limit ({exc})") from None
+    except UnidentifiedImageError:  # its message names a BytesIO object: useless to a user
+        raise CorruptFileError(
+            f"{where}: not an image in a format gambar reads ({', '.join(formats)})") from None
     except DECODE_ERRORS as exc:
         raise CorruptFileError(f"{where}: unreadable image ({exc})") from None
 

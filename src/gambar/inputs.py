@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import hashlib
 import json
 import math
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from gambar.errors import InvalidInputError, shown
 from gambar.imaging import open_image
+from gambar.text.checks import check_encodable
 
 # name -> what it holds (for help texts and errors)
 INPUTS: dict[str, str] = {
@@ -59,6 +61,7 @@ class Layout:
         """A checked Layout from parsed JSON; a one-line error naming what is wrong."""
         if not isinstance(data, Mapping) or not isinstance(data.get("objects"), list):
             raise InvalidInputError(f'{where} must be a JSON object {{"objects": [...]}}')
+        _no_other_keys(data, ("objects",), where)
         items = data["objects"]
         if not 1 <= len(items) <= MAX_LAYOUT_OBJECTS:
             raise InvalidInputError(
@@ -68,6 +71,7 @@ class Layout:
             at = f"{where}: object {k}"
             if not isinstance(item, Mapping):
                 raise InvalidInputError(f"{at} must be an object with 'box' and 'label'")
+            _no_other_keys(item, ("box", "label"), at)
             box, label = item.get("box"), item.get("label", "")
             if (not isinstance(box, list) or len(box) != 4
                     or not all(type(v) in (int, float) and math.isfinite(v) for v in box)):
@@ -79,6 +83,7 @@ class Layout:
             if not isinstance(label, str) or len(label) > MAX_LABEL_CHARS:
                 raise InvalidInputError(
                     f"{at}: 'label' must be text of at most {MAX_LABEL_CHARS} characters")
+            check_encodable(label, f"{at}: its label")
             boxes.append(Box(x0, y0, x1, y1, label))
         return cls(tuple(boxes))
 
@@ -87,9 +92,53 @@ class Layout:
                             for b in self.objects]}
 
 
+def _no_other_keys(data: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
+    """A misspelt key ('lable') would be ignored: refuse it, naming it."""
+    for key in data:
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InvalidInputError(f"{where}: unknown key {shown(key)}; {hint}the keys are "
+                                    f"{', '.join(keys)}")
+
+
+# Image modes read as they are (after alpha is flattened); 16-bit and float ones would be clipped
+# at 255 by a conversion, so they are refused rather than silently washed out.
+EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
+                   "YCbCr", "LAB", "HSV")
+
+
+def normalize(name: str, value: Any) -> Image.Image | Layout:
+    """An input as every family receives it: a layout as a Layout; an image upright (EXIF
+    orientation applied), alpha composited onto white and in RGB, so that its digest depends on
+    its pixels only, not on how a tool saved it. Anything else is a one-line error."""
+    if name == "layout":
+        if not isinstance(value, Layout):
+            raise InvalidInputError(f"input 'layout' must be a gambar.inputs.Layout (read one "
+                                    f"with read_input or Layout.from_json), not "
+                                    f"{type(value).__name__}")
+        return value
+    if not isinstance(value, Image.Image):
+        raise InvalidInputError(f"input {name!r} must be a PIL image (gambar.inputs.read_input "
+                                f"reads a file), not {type(value).__name__}")
+    if value.width < 1 or value.height < 1:
+        raise InvalidInputError(f"input {name!r} is an empty image")
+    if value.mode not in EIGHT_BIT_MODES:
+        raise InvalidInputError(f"input {name!r} has {value.mode} pixels (16-bit or float); "
+                                "save it as an 8-bit RGB or greyscale image")
+    image = ImageOps.exif_transpose(value)
+    if image.mode == "RGB":
+        return image
+    if "A" in image.getbands() or image.mode in ("P", "PA") and "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def digest(value: Image.Image | Layout) -> str:
-    """sha256 of an input's content: an image's mode, size and pixels; a layout's canonical
-    JSON. The same content gives the same digest however the file was encoded."""
+    """sha256 of an input's content (as `normalize` gives it): an image's size and RGB pixels;
+    a layout's canonical JSON. The same content gives the same digest however it was saved."""
     h = hashlib.sha256()
     if isinstance(value, Layout):
         h.update(json.dumps(value.to_json(), sort_keys=True, separators=(",", ":")).encode())
@@ -121,11 +170,12 @@ def read_input(name: str, path: str | Path) -> Image.Image | Layout:
     path = Path(path)
     if name == "layout":
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as f:  # no more than the cap: --layout /dev/zero must end
+                raw = f.read(MAX_LAYOUT_BYTES + 1)
         except OSError as exc:
             raise InvalidInputError(f"cannot read --layout {path}: {exc.strerror}") from None
         return parse_layout(raw, f"--layout {path}")
-    return open_image(path, f"--{name} {path}", max_pixels=MAX_INPUT_PIXELS)
+    return normalize(name, open_image(path, f"--{name} {path}", max_pixels=MAX_INPUT_PIXELS))
 
 
 def parse_layout(raw: bytes | str, where: str) -> Layout:
@@ -145,9 +195,13 @@ def decode_input(name: str, value: Any) -> Image.Image | Layout:
         return Layout.from_json(value, where)
     if not isinstance(value, str):
         raise InvalidInputError(f"{where} must be a base64-encoded image")
-    text = value.split(",", 1)[1] if value.startswith("data:") else value  # a data: URL
+    text = value
+    if value.startswith("data:"):  # a data: URL, "data:image/png;base64,<base64>"
+        _, comma, text = value.partition(",")
+        if not comma:
+            raise InvalidInputError(f"{where} is a data: URL without its base64 content")
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInputError(f"{where} is not valid base64") from None
-    return open_image(data, where, max_pixels=MAX_INPUT_PIXELS)
+    return normalize(name, open_image(data, where, max_pixels=MAX_INPUT_PIXELS))

@@ -28,13 +28,15 @@ KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
 
 def option(default: Any, *, help: str, low: float | None = None, high: float | None = None,
            choices: tuple[str, ...] | None = None, max_chars: int | None = None,
-           flag: str | None = None, provenance: str | None = None) -> Any:
+           flag: str | None = None, provenance: str | None = None,
+           needs: str | None = None) -> Any:
     """A field of an Options dataclass. `low`/`high` bound numbers (inclusive), `choices` or
     `max_chars` bound text; `flag` overrides the CLI flag (default --name-with-dashes);
     `provenance` names the dict of the provenance the value is stored in, when not top level
-    (diffusion's eta lives in "sampler_options")."""
+    (diffusion's eta lives in "sampler_options"); `needs` names the input without which the
+    option does nothing (img2img's strength needs "init"): set without it, it is refused."""
     meta = {"help": help, "low": low, "high": high, "choices": choices, "max_chars": max_chars,
-            "flag": flag, "provenance": provenance}
+            "flag": flag, "provenance": provenance, "needs": needs}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -52,6 +54,7 @@ class OptionSpec:
     max_chars: int | None
     flag: str
     provenance: str | None
+    needs: str | None = None
 
     def describe_range(self) -> str:
         """'1..1000', 'one of dpmpp, ddim', '' (for help texts and errors)."""
@@ -89,7 +92,7 @@ class Options:
                 low=m.get("low"), high=m.get("high"), choices=m.get("choices"),
                 max_chars=m.get("max_chars"),
                 flag=m.get("flag") or "--" + f.name.replace("_", "-"),
-                provenance=m.get("provenance")))
+                provenance=m.get("provenance"), needs=m.get("needs")))
         return tuple(out)
 
     @classmethod
@@ -105,6 +108,16 @@ class Options:
         if unknown:
             raise InvalidInputError(unknown_option(unknown[0], type(self), where))
         return dataclasses.replace(self, **given)
+
+    def with_stored(self: T, stored: Any, *, where: str) -> T:
+        """A copy with a model's stored defaults (config.json "defaults") applied: like
+        `with_changes`, but null is an error there rather than "not given"."""
+        if not isinstance(stored, Mapping):
+            raise InvalidInputError(f"{where} must be an object of option values")
+        nulls = [k for k, v in stored.items() if v is None]
+        if nulls:
+            raise InvalidInputError(f"{where}: {nulls[0]!r} is null; give a value or remove it")
+        return self.with_changes(stored, where=where)
 
     def to_dict(self) -> dict[str, Any]:
         return {s.name: getattr(self, s.name) for s in self.specs()}
@@ -144,7 +157,11 @@ def _checked(spec: OptionSpec, value: Any) -> Any:
     kind = KINDS[spec.kind]
     what = spec.name
     if kind is float and type(value) is int:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int past float's range is out of any option's bounds
+            raise InvalidInputError(f"{what} must be a number of sensible size, not "
+                                    f"{shown(value)}") from None
     if type(value) is not kind:
         wanted = {"int": "a whole number", "float": "a number", "str": "text",
                   "bool": "true or false"}[spec.kind]
@@ -171,17 +188,42 @@ def _checked(spec: OptionSpec, value: Any) -> Any:
 
 
 def union_specs(classes: Mapping[str, type[Options]]) -> dict[str, tuple[OptionSpec, list[str]]]:
-    """Every option name of several families -> (its spec, the families that have it), for the
-    CLI's flags and the server's schema. Two families may share a name only with one type."""
-    out: dict[str, tuple[OptionSpec, list[str]]] = {}
+    """Every option name of several families -> (its spec merged over them, the families that
+    have it), for the CLI's flags and the server's schema. The merged spec is as wide as the
+    widest (lowest low, highest high, longest text, every family's choices), so that it never
+    refuses what one family accepts; each family's Options then check their own bounds. Two
+    families may share a name only with one kind and one flag."""
+    found: dict[str, list[tuple[str, OptionSpec]]] = {}
     for family, cls in classes.items():
         for spec in cls.specs():
-            if spec.name in out:
-                first, families = out[spec.name]
-                if first.kind != spec.kind:
-                    raise TypeError(f"option {spec.name!r} is {first.kind} in {families[0]} but "
-                                    f"{spec.kind} in {family}")
-                families.append(family)
-            else:
-                out[spec.name] = (spec, [family])
+            found.setdefault(spec.name, []).append((family, spec))
+    out: dict[str, tuple[OptionSpec, list[str]]] = {}
+    for name, owned in found.items():
+        families, specs = [f for f, _ in owned], [s for _, s in owned]
+        for attr in ("kind", "flag"):
+            values = {getattr(s, attr) for s in specs}
+            if len(values) > 1:
+                raise TypeError(f"option {name!r} has {attr}s {sorted(values)} in the families "
+                                f"{', '.join(families)}; one name, one {attr}")
+        out[name] = (_widest(specs), families)
     return out
+
+
+def _widest(specs: list[OptionSpec]) -> OptionSpec:
+    """One spec that accepts whatever any of `specs` accepts (a bound only where all have one)."""
+    first = specs[0]
+    if len(specs) == 1:
+        return first
+
+    def bound(values: list[Any], pick: Any) -> Any:
+        return None if None in values else pick(values)
+
+    helps = list(dict.fromkeys(s.help for s in specs))
+    return dataclasses.replace(
+        first,
+        low=bound([s.low for s in specs], min), high=bound([s.high for s in specs], max),
+        max_chars=bound([s.max_chars for s in specs], max),
+        choices=(tuple(dict.fromkeys(c for s in specs for c in s.choices or ()))
+                 if all(s.choices for s in specs) else None),
+        help=helps[0] if len(helps) == 1 else "; ".join(helps),
+        needs=first.needs if len({s.needs for s in specs}) == 1 else None)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from gambar.errors import InvalidInputError
 from gambar.inputs import check_names as check_input_names
-from gambar.inputs import digest
+from gambar.inputs import digest, normalize
 from gambar.model_dir import builtin_models, read_config, resolve_model  # noqa: F401 (re-export)
 from gambar.options import Options
 from gambar.seeding import check_seed
@@ -68,9 +68,12 @@ MAX_BATCH = 64
 
 def check_request(pipe: Pipeline, prompts: Sequence[str], seeds: Sequence[int],
                   options: Options | None, changes: Mapping[str, Any],
-                  inputs: Mapping[str, Any] | None, batch_size: int) -> Options:
-    """The checks every family's generate() starts with: prompts, seeds, batch size, input
-    names; returns the resolved options (one validation path for every caller)."""
+                  inputs: Mapping[str, Any] | None, batch_size: int
+                  ) -> tuple[Options, dict[str, Any]]:
+    """The checks every family's generate() starts with: prompts, seeds, batch size, inputs
+    (names the family takes, values as `gambar.inputs.normalize` gives them), options (one
+    validation path for every caller, and none set whose input is missing). Returns the
+    resolved options and the normalised inputs."""
     if len(prompts) != len(seeds):
         raise InvalidInputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     for p in prompts:
@@ -82,12 +85,21 @@ def check_request(pipe: Pipeline, prompts: Sequence[str], seeds: Sequence[int],
         check_seed(s)
     if not 1 <= batch_size <= MAX_BATCH:
         raise InvalidInputError(f"batch size must be between 1 and {MAX_BATCH}, not {batch_size}")
-    check_input_names(inputs or {}, pipe.inputs, pipe.family)
+    inputs = dict(inputs or {})
+    check_input_names(inputs, pipe.inputs, pipe.family)
+    inputs = {name: normalize(name, value) for name, value in inputs.items()}
     base = options if options is not None else pipe.default_options
     if not isinstance(base, pipe.Options):
         raise InvalidInputError(f"options for a {pipe.family} model must be "
                                 f"{pipe.Options.__name__}, not {type(base).__name__}")
-    return base.with_changes(changes, where=pipe.name)
+    opts = base.with_changes(changes, where=pipe.name)
+    for spec in opts.specs():
+        # "Set" = not the model's default: a resolved Options (the server's) cannot say more.
+        if (spec.needs and spec.needs not in inputs
+                and getattr(opts, spec.name) != getattr(pipe.default_options, spec.name)):
+            raise InvalidInputError(f"{spec.name} needs the {spec.needs!r} input; give it "
+                                    f"(--{spec.needs}) or leave {spec.name} out")
+    return opts, inputs
 
 
 def common_provenance(pipe: Pipeline, prompt: str, seed: int, index: int, batch: int

@@ -46,8 +46,8 @@ class ToyPipeline:
         self.name = name
         self.sha256 = sha256
         self.extra = dict(extra or {})
-        self.default_options = ToyOptions().with_changes(self.extra.get("defaults", {}),
-                                                         where="its stored defaults")
+        self.default_options = ToyOptions().with_stored(self.extra.get("defaults", {}),
+                                                        where="its stored defaults")
 
     @classmethod
     def from_training(cls, model: ToyGAN, cfg: ToyConfig, *, name: str,
@@ -82,8 +82,8 @@ class ToyPipeline:
                  options: ToyOptions | None = None, inputs: Mapping[str, Any] | None = None,
                  batch_size: int = 8, progress: bool | Progress = True,
                  **changes: Any) -> list[Generated]:
-        prompts, inputs = list(prompts), dict(inputs or {})
-        opts = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
+        prompts = list(prompts)
+        opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
         size = self.cfg.size
         mask = (layout_mask(inputs["layout"], size) if "layout" in inputs
                 else torch.zeros(1, size, size))

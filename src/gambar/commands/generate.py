@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gambar.commands.options import check_early, given_options
+from gambar.commands.options import check_early, flag_of, given_options
 from gambar.errors import InvalidInputError
 from gambar.fsutil import check_writable
 from gambar.inputs import INPUTS, digest, read_input
@@ -58,6 +58,7 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
     inputs = {name: read_input(name, getattr(args, name)) for name in INPUTS
               if getattr(args, name, None) is not None}
     if args.replay:
+        _check_replay_args(args)
         replay = replay_settings(read_provenance(Path(args.replay)), args.replay)
         prompt, options, seeds = replay.prompt, replay.options, [replay.seed]
         _check_replay_inputs(args.replay, replay.inputs, inputs)
@@ -75,7 +76,7 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
         expected = None
     # Checked here as well as by the pipeline: a mistake costs no model load, no sampling.
     check_prompt(prompt)
-    check_early(args.model, options)
+    check_early(args.model, options, inputs)
     paths = output_paths(prompt, seeds, args.output)
     grid_path = paths[0].with_name(paths[0].stem.rsplit("-", 1)[0] + "-grid.png")
     check_outputs(paths + ([grid_path] if args.grid and len(paths) > 1 else []), args.overwrite)
@@ -94,6 +95,21 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
         _write_grid(grid_path, results, args.overwrite)
         print(grid_path)
     return paths
+
+
+def _check_replay_args(args: argparse.Namespace) -> None:
+    """--replay takes the prompt, seed and options from the image: refuse others, never drop
+    them silently (inputs and output flags are what a replay does take)."""
+    given = [flag_of(name) for name in given_options(args)]
+    if args.prompt is not None:
+        given.insert(0, "a prompt")
+    if args.seed is not None:
+        given.append("--seed")
+    if args.num_images != 1:
+        given.append("-n")
+    if given:
+        raise InvalidInputError(f"--replay takes the prompt, seed and options from "
+                                f"{args.replay}; leave out {given[0]}")
 
 
 def _check_replay_inputs(where: str, recorded: dict[str, str], given: dict[str, Any]) -> None:

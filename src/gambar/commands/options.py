@@ -4,14 +4,16 @@ gave on the command line, checked against the model's family before the model is
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from gambar.errors import GambarError
+from gambar.inputs import check_names
 from gambar.model_dir import read_config
 from gambar.options import union_specs
 from gambar.pipeline import resolve_model
-from gambar.registry import all_options, is_generator, options_class
+from gambar.registry import all_options, is_generator, options_class, pipeline_class
 
 
 def given_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -20,13 +22,22 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def check_early(model: str | Path, given: dict[str, Any]) -> None:
-    """Refuse options the model's family lacks or bounds it breaks from its config.json alone,
-    so that a mistake costs no weight loading. The model's load() checks everything again."""
+def flag_of(name: str) -> str:
+    """The command-line flag of option `name` (--negative for negative_prompt)."""
+    return union_specs(all_options())[name][0].flag
+
+
+def check_early(model: str | Path, given: dict[str, Any], inputs: Iterable[str] = ()) -> None:
+    """Refuse options the model's family lacks or bounds it breaks, and inputs it does not
+    take, from its config.json alone, so that a mistake costs no weight loading. The model's
+    load() and generate() check everything again."""
     config = read_config(resolve_model(model))
-    if not is_generator(config["family"]):
+    family = config["family"]
+    if not is_generator(family):
         return  # an evaluator or an unknown family: load() says which, in one line
-    defaults = options_class(config["family"])()
+    pipeline = pipeline_class(family)
+    check_names(dict.fromkeys(inputs), pipeline.inputs, family)
+    defaults = options_class(family)()
     try:
         defaults = defaults.with_changes(config.get("defaults", {}))
     except (GambarError, TypeError, AttributeError):

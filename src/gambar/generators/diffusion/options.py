@@ -7,8 +7,9 @@ class defaults below; `size` defaults to the size the model was trained at.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from gambar.errors import InvalidInputError
 from gambar.options import Options, option
@@ -42,7 +43,7 @@ class DiffusionOptions(Options):
     precision: str = option("fp32", choices=("fp32", "bf16"),
                             help="network arithmetic: fp32, or bf16 (faster on CPUs with "
                             "bfloat16 units; pixels differ by a few levels)")
-    strength: float = option(0.75, low=0.0, high=1.0,
+    strength: float = option(0.75, low=0.0, high=1.0, needs="init",
                              help="with --init: how much of the init image is redrawn "
                              "(0 keeps it, 1 ignores it; SDEdit)")
 
@@ -51,3 +52,11 @@ class DiffusionOptions(Options):
         if self.eta and self.sampler != "ddim":
             raise InvalidInputError(f"eta applies to the ddim sampler only, not {self.sampler}; "
                                     "leave it out or choose --sampler ddim")
+
+    def with_changes(self, changes: Mapping[str, Any], *, where: str = "") -> DiffusionOptions:
+        """As Options.with_changes; choosing another sampler drops an eta the change does not
+        give (a model whose stored default is ddim with eta 0.5 can still use euler)."""
+        sampler = changes.get("sampler")
+        if sampler is not None and sampler != "ddim" and changes.get("eta") is None:
+            changes = {**changes, "eta": 0.0}
+        return super().with_changes(changes, where=where)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 import gambar
@@ -50,10 +50,9 @@ def _to_image(x: torch.Tensor) -> Image.Image:
 
 
 def _from_image(image: Image.Image, size: int, mode: str) -> torch.Tensor:
-    """An input image at size x size as (C, H, W): RGB in [-1, 1], or a mask ("L") in [0, 1]."""
-    image = image.convert(mode)
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    """An input image at size x size as (C, H, W): RGB in [-1, 1], or a mask ("L") in [0, 1].
+    A non-square image is centre-cropped to a square first (the model draws squares)."""
+    image = ImageOps.fit(image.convert(mode), (size, size), Image.Resampling.LANCZOS)
     x = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).float() / 255
     x = x.reshape(size, size, len(mode)).permute(2, 0, 1)
     return x * 2 - 1 if mode == "RGB" else x
@@ -111,9 +110,10 @@ class DiffusionPipeline:
         self._denoise = as_denoiser(self.model, self.schedule, cfg.prediction)  # type: ignore[arg-type]
         # The class defaults, at the size the model was trained at, then what config.json sets
         # (scripts/ship_model.py --default KEY=VALUE): checked like any request.
-        self.default_options = DiffusionOptions(size=cfg.image_size).with_changes(
+        self.default_options = DiffusionOptions(size=cfg.image_size).with_stored(
             self.extra.get("defaults", {}), where="its stored defaults")
         self._check_size(self.default_options.size)
+        self.schedule.timesteps(self.default_options.steps)  # no more steps than timesteps
 
     # ---- saving and loading -------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -177,9 +177,10 @@ class DiffusionPipeline:
         """Draw one image per (prompt, seed). Image k depends only on its own seed.
 
         `inputs`: "init" (an image to start from, redrawn by `strength`: img2img / SDEdit,
-        Meng et al. 2022) and "mask" (with init: white is drawn anew, black kept)."""
-        prompts, inputs = list(prompts), dict(inputs or {})
-        opts = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
+        Meng et al. 2022) and "mask" (with init, and its size: white is drawn anew, black
+        kept). A non-square input is centre-cropped to a square."""
+        prompts = list(prompts)
+        opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
         self._check_size(opts.size)
         check_encodable(opts.negative_prompt, "the negative prompt")
         timesteps = self.schedule.timesteps(opts.steps)
@@ -193,11 +194,13 @@ class DiffusionPipeline:
                     f"strength {opts.strength:g} with {opts.steps} steps redraws nothing; raise "
                     "the strength or the steps")
             timesteps = timesteps[opts.steps - redrawn:]
-        elif "strength" in changes:
-            raise InvalidInputError("strength applies to img2img only; give an init image too")
         if "mask" in inputs:
             if init is None:
                 raise InvalidInputError("a mask needs an init image (the pixels it keeps)")
+            if inputs["mask"].size != inputs["init"].size:
+                raise InvalidInputError(
+                    f"the mask is {inputs['mask'].width}x{inputs['mask'].height} but the init "
+                    f"image {inputs['init'].width}x{inputs['init'].height}; give them one size")
             mask = _from_image(inputs["mask"], opts.size, "L")
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.precision == "bf16")
         sample = get_sampler(opts.sampler)
