@@ -182,7 +182,7 @@ class BoxesPipeline:
 
     def generate(self, prompts, *, seeds, options=None, inputs=None, batch_size=8,
                  progress=True, **changes):
-        opts = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
+        opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
         layout = (inputs or {}).get("layout")
         out = []
         for k, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
@@ -219,7 +219,7 @@ class Instant:
 
     def generate(self, prompts, *, seeds, options=None, inputs=None, batch_size=8,
                  progress=True, **changes):
-        opts = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
+        opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
         if callable(progress):
             progress(1, 1)
         return [Generated([Image.new("RGB", (opts.size, opts.size), "grey")],

@@ -61,22 +61,20 @@ def served_options(pipelines: Mapping[str, Pipeline]
             for name, (_, families) in union_specs(classes).items()}
 
 
-def _option_type(specs: list[OptionSpec]) -> Any:
-    """An option's field type: its kind within the widest bounds of the families that have it
-    (each model checks its own when the job is made, and lists its own choices)."""
-    lows, highs = [s.low for s in specs], [s.high for s in specs]
-    chars = [s.max_chars for s in specs]
+def _option_type(spec: OptionSpec) -> Any:
+    """An option's field type: its kind within the bounds of its spec merged over the served
+    families (gambar.options.union_specs: the widest; each model checks its own when the job
+    is made, and lists its own choices)."""
     limits: dict[str, Any] = {}
-    if None not in lows:
-        limits["ge"] = min(lows)  # type: ignore[type-var]
-    if None not in highs:
-        limits["le"] = max(highs)  # type: ignore[type-var]
-    if None not in chars:
-        limits["max_length"] = max(chars)  # type: ignore[type-var]
-    kind: Any = Annotated[KINDS[specs[0].kind], Field(**limits)]
-    if all(s.choices for s in specs):
-        choices = list(dict.fromkeys(c for s in specs for c in s.choices or ()))
-        kind = Annotated[kind, WithJsonSchema({"type": "string", "enum": choices})]
+    if spec.low is not None:
+        limits["ge"] = spec.low
+    if spec.high is not None:
+        limits["le"] = spec.high
+    if spec.max_chars is not None:
+        limits["max_length"] = spec.max_chars
+    kind: Any = Annotated[KINDS[spec.kind], Field(**limits)]
+    if spec.choices:
+        kind = Annotated[kind, WithJsonSchema({"type": "string", "enum": list(spec.choices)})]
     return kind
 
 
@@ -97,12 +95,13 @@ def job_request_model(pipelines: Mapping[str, Pipeline]) -> type[BaseModel]:
     against its own (`JobService.make_spec`), and refuse by name an option it lacks."""
     every = {p.family for p in pipelines.values()}
     inputs = sorted({name for pipe in pipelines.values() for name in pipe.inputs})
+    merged = union_specs({pipe.family: pipe.Options for pipe in pipelines.values()})
     fields: dict[str, Any] = {}
     for name, specs in served_options(pipelines).items():
         if name in RESERVED:
             raise TypeError(f"option {name!r} of {next(iter(specs))} models clashes with a "
                             "request or settings field of the same name")
-        fields[name] = (_option_type(list(specs.values())) | None,
+        fields[name] = (_option_type(merged[name][0]) | None,
                         Field(None, description=_option_help(specs, every)))
     for name in inputs:
         # A layout is JSON in the body; an image, base64 text.
