@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import pytest
 from PIL import Image, ImageDraw
 
+from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.options import DiffusionOptions
 from gambar.options import Options, option
 from gambar.pipeline import Generated, check_request, common_provenance, input_provenance
@@ -180,6 +181,9 @@ class BoxesPipeline:
         self.sha256 = hashlib.sha256(name.encode()).hexdigest()
         self.default_options = BoxesOptions()
 
+    def check(self, options, inputs):
+        pass  # no rule beyond its Options
+
     def generate(self, prompts, *, seeds, options=None, inputs=None, batch_size=8,
                  progress=True, **changes):
         opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
@@ -216,6 +220,10 @@ class Instant:
     Options = DiffusionOptions
     inputs = frozenset({"init", "mask"})
     default_options = DiffusionOptions(steps=2, guidance=3.0, sampler="ddim", size=32)
+
+    def check(self, options, inputs):
+        if "mask" in inputs and "init" not in inputs:  # as the real diffusion pipeline
+            raise InvalidInputError("a mask needs an init image (the pixels it keeps)")
 
     def generate(self, prompts, *, seeds, options=None, inputs=None, batch_size=8,
                  progress=True, **changes):

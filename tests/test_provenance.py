@@ -171,6 +171,12 @@ def test_several_frames_become_an_animated_png_with_the_same_provenance(tmp_path
         assert im.format == "PNG" and im.n_frames == 3
         im.seek(2)
         assert im.convert("RGB").getpixel((0, 0)) == (120, 0, 0)
+    still = tmp_path / "still.png"  # identical frames stay frames (Pillow would merge them)
+    still.write_bytes(png_bytes([frames[0]] * 2 + [frames[2]], {"seed": 1}))
+    with Image.open(still) as im:
+        assert im.n_frames == 3
+        im.seek(1)
+        assert im.convert("RGB").getpixel((0, 0)) == (0, 0, 0)
     one = tmp_path / "one.png"
     one.write_bytes(png_bytes(frames[:1], {"seed": 1}))
     with Image.open(one) as im:

@@ -222,6 +222,9 @@ class Sizeless:
     inputs = frozenset()
     default_options = ColourOptions()
 
+    def check(self, options, inputs):
+        pass
+
     def generate(self, prompts, **kwargs):
         raise AssertionError("not reached")
 
@@ -261,3 +264,28 @@ def test_settings_of_a_job_resubmit_as_they_are(client):
     assert r.status_code == 202, r.text
     assert json.dumps(r.json()["settings"]["steps"]) == "1"
     assert np.isclose(r.json()["settings"]["guidance"], 1.5)
+
+
+def _png_b64(image):
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"model": "tiny", "strength": 0.3}, "strength needs the 'init' input"),
+    ({"model": "tiny", "mask": "MASK"}, "a mask needs an init image"),
+    ({"model": "boxes", "layout": {"objects": [{"box": [0, 0, 10**400, 1]}]}}, "must satisfy"),
+    ({"model": "boxes", "layout": {"objects": [{"box": [0, 0, 1, 1], "lable": "x"}]}},
+     "unknown key 'lable'"),
+])
+def test_what_generate_would_refuse_is_refused_before_queueing(tmp_path, body, message):
+    """A job the worker would fail is answered 422 at once: it never takes a queue slot."""
+    service = JobService(served(), ServerSettings(results_dir=tmp_path))
+    service.pause()
+    body = {k: _png_b64(Image.new("L", (8, 8))) if v == "MASK" else v for k, v in body.items()}
+    with TestClient(create_app(service)) as c:
+        r = c.post("/api/jobs", content=json.dumps({"prompt": "a red circle", **body}),
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and message in r.text, r.text
+        assert service.queue_length() == 0

@@ -140,6 +140,8 @@ def _as_str(parsed: Any, raw: str, cls: type, key: str) -> Any:
 
 def _unknown(where: str, node: Mapping[str, Any], cls: type | None) -> InvalidInputError:
     valid = sorted(set(node) | (set(_field_names(cls)) if cls else set()))
+    if not valid:  # a table of tables ([train.optimizers]): its keys are names, not settings
+        return InvalidInputError(f"'{where}' must be a table of settings, e.g. {where}.lr=1e-4")
     return InvalidInputError(f"unknown key '{where}'; valid keys there: {', '.join(valid)}")
 
 
@@ -217,7 +219,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 def _coerce_scalar(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # TOML ints have no size limit; no setting is that large
+                raise InvalidInputError(f"'{where}' is far too large: {shown(value)}") from None
         raise _mismatch(hint, value, where)
     if hint is int or hint is bool or hint is str:
         # bool is an int subclass in Python; `steps = true` is still a mistake.

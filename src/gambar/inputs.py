@@ -73,10 +73,10 @@ class Layout:
                 raise InvalidInputError(f"{at} must be an object with 'box' and 'label'")
             _no_other_keys(item, ("box", "label"), at)
             box, label = item.get("box"), item.get("label", "")
-            if (not isinstance(box, list) or len(box) != 4
-                    or not all(type(v) in (int, float) and math.isfinite(v) for v in box)):
+            if (not isinstance(box, list) or len(box) != 4 or not all(
+                    type(v) is int or (type(v) is float and math.isfinite(v)) for v in box)):
                 raise InvalidInputError(f"{at}: 'box' must be four numbers [x0, y0, x1, y1]")
-            x0, y0, x1, y1 = (float(v) for v in box)
+            x0, y0, x1, y1 = box  # compared before float(): an int may be past float's range
             if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
                 raise InvalidInputError(
                     f"{at}: box {shown(box)} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
@@ -84,7 +84,7 @@ class Layout:
                 raise InvalidInputError(
                     f"{at}: 'label' must be text of at most {MAX_LABEL_CHARS} characters")
             check_encodable(label, f"{at}: its label")
-            boxes.append(Box(x0, y0, x1, y1, label))
+            boxes.append(Box(float(x0), float(y0), float(x1), float(y1), label))
         return cls(tuple(boxes))
 
     def to_json(self) -> dict[str, Any]:

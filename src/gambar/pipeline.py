@@ -56,6 +56,12 @@ class Pipeline(Protocol):
         `options` (default: default_options) with `changes` (option names) applied."""
         ...
 
+    def check(self, options: Options, inputs: Mapping[str, Any]) -> None:
+        """The family's own rules that need the model (a size its network can draw, a mask
+        with its init image): a one-line InvalidInputError. `check_request` calls it, so the
+        server refuses such a request before queueing it, and generate() before drawing."""
+        ...
+
     def save(self, path: Path) -> None: ...
 
     @classmethod
@@ -72,8 +78,8 @@ def check_request(pipe: Pipeline, prompts: Sequence[str], seeds: Sequence[int],
                   ) -> tuple[Options, dict[str, Any]]:
     """The checks every family's generate() starts with: prompts, seeds, batch size, inputs
     (names the family takes, values as `gambar.inputs.normalize` gives them), options (one
-    validation path for every caller, and none set whose input is missing). Returns the
-    resolved options and the normalised inputs."""
+    validation path for every caller, and none set whose input is missing), then the family's
+    own `check`. Returns the resolved options and the normalised inputs."""
     if len(prompts) != len(seeds):
         raise InvalidInputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     for p in prompts:
@@ -97,8 +103,9 @@ def check_request(pipe: Pipeline, prompts: Sequence[str], seeds: Sequence[int],
         # "Set" = not the model's default: a resolved Options (the server's) cannot say more.
         if (spec.needs and spec.needs not in inputs
                 and getattr(opts, spec.name) != getattr(pipe.default_options, spec.name)):
-            raise InvalidInputError(f"{spec.name} needs the {spec.needs!r} input; give it "
-                                    f"(--{spec.needs}) or leave {spec.name} out")
+            raise InvalidInputError(f"{spec.name} needs the {spec.needs!r} input; give it or "
+                                    f"leave {spec.name} out")
+    pipe.check(opts, inputs)
     return opts, inputs
 
 

@@ -53,8 +53,12 @@ def png_bytes(image: Image.Image | Sequence[Image.Image], provenance: dict[str, 
     if len(frames) == 1:
         frames[0].save(buf, format="PNG", pnginfo=info)
     else:
+        # Pillow merges a frame equal to the one before into it (summing durations), so a
+        # clip of still frames would lose its frame count. Alternating the blend op (source,
+        # over: the same pixels for opaque frames) keeps every frame a frame of its own.
         frames[0].save(buf, format="PNG", pnginfo=info, save_all=True,
-                       append_images=frames[1:], duration=FRAME_MS, loop=0)
+                       append_images=frames[1:], duration=FRAME_MS, loop=0,
+                       blend=[k % 2 for k in range(len(frames))])
     return buf.getvalue()
 
 

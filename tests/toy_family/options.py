@@ -14,4 +14,5 @@ class ToyOptions(Options):
 
     truncation: float = option(1.0, low=0.0, high=2.0,
                                help="scale of the latent noise (the truncation trick)")
-    size: int = option(16, low=16, high=16, help="image side (the toy family draws 16 px)")
+    size: int = option(16, low=8, high=64,
+                       help="image side (a toy model draws the size it was trained at only)")

@@ -46,8 +46,14 @@ class ToyPipeline:
         self.name = name
         self.sha256 = sha256
         self.extra = dict(extra or {})
-        self.default_options = ToyOptions().with_stored(self.extra.get("defaults", {}),
-                                                        where="its stored defaults")
+        self.default_options = ToyOptions(size=cfg.size).with_stored(
+            self.extra.get("defaults", {}), where="its stored defaults")
+        self.check(self.default_options, {})
+
+    def check(self, options: ToyOptions, inputs: Mapping[str, Any]) -> None:
+        if options.size != self.cfg.size:  # one forward pass draws the trained size only
+            raise InvalidInputError(f"size must be {self.cfg.size} for this model (the size it "
+                                    f"was trained at), not {options.size}")
 
     @classmethod
     def from_training(cls, model: ToyGAN, cfg: ToyConfig, *, name: str,
@@ -84,7 +90,7 @@ class ToyPipeline:
                  **changes: Any) -> list[Generated]:
         prompts = list(prompts)
         opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
-        size = self.cfg.size
+        size = opts.size
         mask = (layout_mask(inputs["layout"], size) if "layout" in inputs
                 else torch.zeros(1, size, size))
         batches = -(-len(prompts) // batch_size)

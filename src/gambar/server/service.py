@@ -25,7 +25,7 @@ from typing import Any
 from gambar.errors import GambarError, InvalidInputError, shown
 from gambar.inputs import Layout, decode_input
 from gambar.inputs import check_names as check_input_names
-from gambar.pipeline import MAX_PROMPT_CHARS, Pipeline
+from gambar.pipeline import MAX_PROMPT_CHARS, Pipeline, check_request
 from gambar.seeding import MAX_SEED, check_seed, random_seed
 from gambar.server.auth import fairness_group
 from gambar.server.errors import ApiError
@@ -159,17 +159,19 @@ class JobService:
         first = check_seed(seed) if seed is not None else random_seed()
         if first + n - 1 > MAX_SEED:
             raise InvalidInputError(f"seed + n - 1 must not exceed {MAX_SEED}")
-        resolved = pipe.default_options.with_changes(options or {}, where=name).to_dict()
+        given = {k: v for k, v in (inputs or {}).items() if v is not None}
+        check_input_names(given, pipe.inputs, pipe.family)
+        decoded = {key: decode_input(key, value) for key, value in given.items()}
+        # The checks generate() starts with, the family's own included (a mask without an
+        # init image, a size the network cannot draw): refused now, not after the queue.
+        opts, _ = check_request(pipe, [prompt], [first], None, options or {}, decoded, 1)
+        resolved = opts.to_dict()
         for key, value in resolved.items():
             if isinstance(value, str):  # text goes into JSON, PNG chunks and tokenizers
                 check_encodable(value, key)
-        given = {k: v for k, v in (inputs or {}).items() if v is not None}
-        check_input_names(given, pipe.inputs, pipe.family)
-        encoded = {}
-        for key, value in given.items():
-            decoded = decode_input(key, value)
-            # A layout is kept in its canonical JSON; an image as the client encoded it.
-            encoded[key] = decoded.to_json() if isinstance(decoded, Layout) else value
+        # A layout is kept in its canonical JSON; an image as the client encoded it.
+        encoded = {key: value.to_json() if isinstance(value, Layout) else given[key]
+                   for key, value in decoded.items()}
         return JobSpec(model=name, prompt=prompt, seeds=tuple(first + k for k in range(n)),
                        options=resolved, inputs=encoded, output_size=output_size)
 

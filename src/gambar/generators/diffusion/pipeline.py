@@ -112,8 +112,7 @@ class DiffusionPipeline:
         # (scripts/ship_model.py --default KEY=VALUE): checked like any request.
         self.default_options = DiffusionOptions(size=cfg.image_size).with_stored(
             self.extra.get("defaults", {}), where="its stored defaults")
-        self._check_size(self.default_options.size)
-        self.schedule.timesteps(self.default_options.steps)  # no more steps than timesteps
+        self.check(self.default_options, {})
 
     # ---- saving and loading -------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -161,6 +160,24 @@ class DiffusionPipeline:
             raise config_error(path, "diffusion model", exc) from None
         return pipe
 
+    def check(self, options: DiffusionOptions, inputs: Mapping[str, Any]) -> None:
+        """What the Options cannot know: the UNet's stride, the schedule's length, img2img's
+        arithmetic, and a mask's init image."""
+        self._check_size(options.size)
+        self.schedule.timesteps(options.steps)  # at most T steps
+        if "init" in inputs and int(options.steps * options.strength) == 0:
+            raise InvalidInputError(
+                f"strength {options.strength:g} with {options.steps} steps redraws nothing; raise "
+                "the strength or the steps")
+        if "mask" in inputs:
+            if "init" not in inputs:
+                raise InvalidInputError("a mask needs an init image (the pixels it keeps)")
+            mask, init = inputs["mask"], inputs["init"]
+            if mask.size != init.size:
+                raise InvalidInputError(
+                    f"the mask is {mask.width}x{mask.height} but the init image "
+                    f"{init.width}x{init.height}; give them one size")
+
     def _check_size(self, size: int) -> None:
         """The UNet's downsampling needs a multiple of its stride (the Options bound the rest)."""
         if size % self._stride or size < self._stride:
@@ -181,26 +198,14 @@ class DiffusionPipeline:
         kept). A non-square input is centre-cropped to a square."""
         prompts = list(prompts)
         opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
-        self._check_size(opts.size)
         check_encodable(opts.negative_prompt, "the negative prompt")
         timesteps = self.schedule.timesteps(opts.steps)
         init = mask = None
         if "init" in inputs:
             init = _from_image(inputs["init"], opts.size, "RGB")
             # Redraw the last `strength` share of the steps (diffusers' img2img rule).
-            redrawn = int(opts.steps * opts.strength)
-            if redrawn == 0:
-                raise InvalidInputError(
-                    f"strength {opts.strength:g} with {opts.steps} steps redraws nothing; raise "
-                    "the strength or the steps")
-            timesteps = timesteps[opts.steps - redrawn:]
+            timesteps = timesteps[opts.steps - int(opts.steps * opts.strength):]
         if "mask" in inputs:
-            if init is None:
-                raise InvalidInputError("a mask needs an init image (the pixels it keeps)")
-            if inputs["mask"].size != inputs["init"].size:
-                raise InvalidInputError(
-                    f"the mask is {inputs['mask'].width}x{inputs['mask'].height} but the init "
-                    f"image {inputs['init'].width}x{inputs['init'].height}; give them one size")
             mask = _from_image(inputs["mask"], opts.size, "L")
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.precision == "bf16")
         sample = get_sampler(opts.sampler)
