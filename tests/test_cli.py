@@ -337,3 +337,22 @@ def test_replay_refuses_what_it_would_otherwise_ignore(tiny_model_dir, in_tmp, c
     assert main(argv + args) == 2
     assert f"leave out {given}" in one_line_error(capsys)
     assert not (in_tmp / "y.png").exists()
+
+
+def test_a_clip_is_written_as_one_animated_png_with_its_provenance(in_tmp, monkeypatch):
+    """Generated.frames: one frame -> a PNG, several -> an animated PNG (same provenance)."""
+    import gambar.commands.generate as command
+    from helpers_server import BoxesPipeline
+
+    clip = BoxesPipeline("clip", frames=3)
+    monkeypatch.setattr(command, "load", lambda model: clip)
+    monkeypatch.setattr(command, "check_early", lambda *args: None)
+    (in_tmp / "boxes.json").write_text('{"objects": [{"box": [0, 0, 0.5, 1], "label": "x"}]}')
+    assert main(["generate", "a red box", "--model", "clip", "--seed", "3", "-o", "c.png",
+                 "-q", "--layout", "boxes.json"]) == 0
+    with Image.open(in_tmp / "c.png") as im:
+        assert im.n_frames == 3
+        first = im.convert("RGB").getpixel((0, 0))
+        im.seek(2)
+        assert im.convert("RGB").getpixel((0, 0)) != first  # the frames darken
+    assert read_provenance(in_tmp / "c.png")["family"] == "boxes"
