@@ -5,6 +5,7 @@ CPU may pick other kernels), e.g. before and after a refactor:
 
     PYTHONPATH=/path/to/old/src python benchmarks/pixels.py > old.json
     python benchmarks/pixels.py > new.json && diff old.json new.json
+    python benchmarks/pixels.py --time 5       # + best seconds per image at batch 1
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import time
 
 import numpy as np
 import torch
@@ -33,6 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--time", type=int, default=0, metavar="N",
+                        help="also time one image at batch 1 with the model's defaults, best of N "
+                        "(run the two trees alternately: compare the ratio)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = gambar.load(args.model)
@@ -45,6 +50,17 @@ def main() -> None:
                               for g in drawn],
             "provenance_keys": sorted(drawn[0].provenance),
         }
+    if args.time:
+        def draw() -> None:
+            pipe.generate([CASES[0][0]], seeds=[0], progress=False)
+
+        draw()  # warm-up
+        times = []
+        for _ in range(args.time):
+            start = time.perf_counter()
+            draw()
+            times.append(time.perf_counter() - start)
+        out["seconds_per_image_best"] = round(min(times), 4)
     print(json.dumps(out, indent=1))
 
 
