@@ -1,14 +1,18 @@
 """The page in a real headless Chromium (Debian's chromium + chromedriver, driven by selenium):
-type a prompt, watch the progress, get a PNG with the right provenance, use the buttons, and
-check the layout on a phone-sized screen. Screenshots are kept in the test's tmp folder."""
+type a prompt, watch the progress, get a PNG with the right provenance, use the buttons, give a
+model its inputs (an init image, a layout file), and check the layout on a phone-sized screen.
+Screenshots are kept in the test's tmp folder."""
 
 import base64
+import json
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from gambar.inputs import digest, read_input
 from helpers_server import (  # noqa: F401
     BoxesPipeline,
     live_server,
@@ -188,6 +192,91 @@ def test_page_in_a_real_browser(browser, served_models, tmp_path, capsys):  # no
         meta = browser.find_elements("css selector", ".card .meta")[0].text
         assert meta.endswith("boxes") and "steps" not in meta, meta
 
+        # Inputs: a file picker under "More options" for each input the chosen model takes.
+        def pickers():
+            return browser.execute_script("return [...document.querySelectorAll("
+                                          "'#input-options input[type=file]')].map(e => e.id)")
+
+        def cards():
+            return browser.find_elements("css selector", ".card")
+
+        def newest_png(count, width):
+            """The provenance (and image) of the first card once there are `count` cards."""
+            wait_for(browser, f"document.querySelectorAll('.card img').length === {count} && "
+                     f"document.querySelector('.card img').naturalWidth === {width}",
+                     message=f"card {count}")
+            src = cards()[0].find_element("tag name", "img").get_attribute("src")
+            return png_provenance(fetch_in_page(browser, src))
+
+        browser.find_element("css selector", "#more summary").click()
+        assert pickers() == ["layout"]
+        assert browser.execute_script(  # still nothing wider than the phone's screen
+            "return document.documentElement.scrollWidth <= window.innerWidth")
+        # A layout file that is not JSON: one line on the page, and Generate sends nothing.
+        bad = tmp_path / "bad.json"
+        bad.write_text("{not json")
+        browser.find_element("id", "layout").send_keys(str(bad))
+        note = wait_for(browser, "document.querySelector('[data-input=layout] .input-note.error')"
+                        "?.textContent", message="the layout's error")
+        assert note.startswith("bad.json is not valid JSON") and "\n" not in note
+        browser.find_element("id", "generate").click()
+        refusal = wait_for(browser, "!document.getElementById('form-error').hidden && "
+                           "document.getElementById('form-error').textContent",
+                           message="the refusal")
+        assert refusal == note
+        assert len(cards()) == 3 and not browser.find_elements("css selector", "#active .job")
+
+        # A good one: the box is filled, and the PNG's provenance has the layout's digest.
+        layout = tmp_path / "layout.json"
+        layout.write_text(json.dumps({"objects": [{"box": [0, 0, 0.5, 1],
+                                                   "label": "a red circle"}]}))
+        browser.find_element("id", "layout").send_keys(str(layout))
+        wait_for(browser, "document.querySelector('[data-input=layout] .input-note')"
+                 ".textContent === 'layout.json: 1 box'", message="the chosen layout")
+        browser.find_element("id", "seed").send_keys("7")
+        browser.find_element("id", "generate").click()
+        image, prov = newest_png(4, 16)
+        layout_digest = digest(read_input("layout", layout))
+        assert prov["inputs"] == {"layout": layout_digest} and prov["seed"] == 7
+        assert (image.getpixel((4, 8)), image.getpixel((12, 8))) == (
+            BoxesPipeline.colour(7), (255, 255, 255))
+        assert "with layout" in cards()[0].find_element("css selector", ".meta").text
+        # "New seed" sends the layout again: the page still holds what it sent.
+        cards()[0].find_element("css selector", "button.variation").click()
+        image, prov = newest_png(5, 16)
+        assert prov["inputs"] == {"layout": layout_digest} and prov["seed"] != 7
+
+        # The diffusion model's pickers replace the layout's: an init image, with a thumbnail.
+        browser.execute_script("const s = document.getElementById('model'); s.value = 'tiny';"
+                               "s.dispatchEvent(new Event('change'));")
+        assert pickers() == ["init", "mask"]
+        init = tmp_path / "init.png"
+        picture = Image.new("RGB", (40, 40), (200, 40, 40))
+        picture.paste((40, 40, 200), (0, 20, 40, 40))
+        picture.save(init)
+        browser.find_element("id", "init").send_keys(str(init))
+        wait_for(browser, "document.querySelector('[data-input=init] .thumb')?.naturalWidth "
+                 "=== 40", message="the init image's thumbnail")
+        for field, value in (("seed", "11"), ("steps", "8")):
+            browser.find_element("id", field).clear()
+            browser.find_element("id", field).send_keys(value)
+        browser.find_element("id", "generate").click()
+        image, prov = newest_png(6, 32)
+        assert prov["inputs"] == {"init": digest(read_input("init", init))}
+        assert (prov["seed"], prov["steps"], prov["model_sha256"]) == (
+            11, 8, served_models["tiny"].sha256)
+        assert "with init" in cards()[0].find_element("css selector", ".meta").text
+        inputs_shot = tmp_path / "page-inputs.png"
+        browser.save_screenshot(str(inputs_shot))
+
+        # After a reload the page no longer holds the inputs: "New seed" is off for those jobs.
+        browser.refresh()
+        wait_for(browser, "document.querySelectorAll('.card img').length === 6",
+                 message="the gallery after a second reload")
+        buttons = [c.find_element("css selector", "button.variation") for c in cards()]
+        assert [b.is_enabled() for b in buttons] == [False, False, False, True, True, True]
+        assert "init" in buttons[0].get_attribute("title")
+
         # No script errors and no blocked loads (the page's CSP allows only its own files).
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"
                   and "422" not in e["message"]]  # the deliberate bad request above
@@ -198,4 +287,4 @@ def test_page_in_a_real_browser(browser, served_models, tmp_path, capsys):  # no
         wait_for(browser, "document.querySelectorAll('.opblock').length >= 8",
                  message="the API docs")
     with capsys.disabled():
-        print(f"\nbrowser screenshots: {progress} {desktop} {phone}")
+        print(f"\nbrowser screenshots: {progress} {desktop} {phone} {inputs_shot}")

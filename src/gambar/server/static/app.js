@@ -12,6 +12,20 @@ const MAIN_NUMBERS = 2;
 
 let models = []; // GET /api/models: name, family, defaults, options (specs), inputs
 let shown = []; // the option specs whose controls are on the form now
+// The inputs a model may take, each picked as a file: an image (sent as a data: URL) or a JSON
+// layout (sent as an object). The server's help for each is in gambar.inputs.INPUTS.
+const INPUT_FILES = {
+  init: { accept: "image/*", help: "an image to start from; Strength sets how much changes" },
+  mask: { accept: "image/*", help: "white where to draw anew, black where to keep the init image" },
+  image: { accept: "image/*", help: "a reference image whose content new images share" },
+  layout: { accept: ".json,application/json",
+            help: 'a .json file: {"objects": [{"box": [x0, y0, x1, y1], "label": "..."}]}, ' +
+                  "corners as fractions of the side (0..1)" },
+};
+const chosen = new Map(); // input name -> promise of {value, note} or {error}: its picked file
+// Job id -> the inputs this page sent with it: only their names come back, so "New seed" can
+// send a job's inputs again only while the page still holds them (not after a reload).
+const sentInputs = new Map();
 
 // One id per browser, so that the server's fair queue treats this page as one client.
 function clientId() {
@@ -124,6 +138,120 @@ function setOption(spec, value) {
   else $(spec.name).value = value;
 }
 
+// ---- inputs: a file picker for each input the chosen model takes -------------------------
+function oneLine(text) {
+  return text.replace(/\s+/g, " ").trim();
+}
+
+// A picked file as the request sends it: {value, note} or {error} (one line).
+function readInput(name, file) {
+  return new Promise((resolve) => {
+    const reader = new FileReader();
+    reader.onerror = () => resolve({ error: oneLine(`cannot read ${file.name}: ${reader.error}`) });
+    if (name !== "layout") {
+      reader.onload = () => resolve({ value: reader.result, note: file.name });
+      reader.readAsDataURL(file);
+      return;
+    }
+    reader.onload = () => {
+      let value;
+      try {
+        value = JSON.parse(reader.result);
+      } catch (err) {
+        resolve({ error: oneLine(`${file.name} is not valid JSON (${err.message})`) });
+        return;
+      }
+      if (value === null || typeof value !== "object" || Array.isArray(value)) {
+        resolve({ error: `${file.name} is not a layout: it must be a JSON object {"objects": [...]}` });
+        return;
+      }
+      const count = Array.isArray(value.objects) ? value.objects.length : 0;
+      resolve({ value, note: `${file.name}: ${count} ${count === 1 ? "box" : "boxes"}` });
+    };
+    reader.readAsText(file);
+  });
+}
+
+// Show what was picked for an input (a thumbnail of an image), or why it cannot be used.
+function pick(node, name, file) {
+  const row = node.querySelector(".input-chosen");
+  const thumb = node.querySelector(".thumb");
+  const note = node.querySelector(".input-note");
+  row.hidden = thumb.hidden = true;
+  thumb.removeAttribute("src");
+  if (!file) {
+    chosen.delete(name);
+    return;
+  }
+  const reading = readInput(name, file);
+  chosen.set(name, reading);
+  reading.then((result) => {
+    if (chosen.get(name) !== reading) return; // picked again meanwhile
+    note.textContent = result.error || result.note;
+    note.classList.toggle("error", Boolean(result.error));
+    if (!result.error && name !== "layout") {
+      thumb.src = result.value;
+      thumb.hidden = false;
+    }
+    row.hidden = false;
+  });
+}
+
+function inputControl(name) {
+  const node = $("input-template").content.firstElementChild.cloneNode(true);
+  const picker = node.querySelector("input");
+  picker.id = picker.name = name;
+  picker.accept = INPUT_FILES[name].accept;
+  node.dataset.input = name;
+  node.querySelector(".input-name").textContent = title(name);
+  node.querySelector("label").title = INPUT_FILES[name].help;
+  node.querySelector(".thumb").alt = `the chosen ${name} image`;
+  const clear = node.querySelector(".clear");
+  clear.setAttribute("aria-label", `Remove the ${name} file`);
+  clear.addEventListener("click", () => {
+    picker.value = "";
+    pick(node, name, null);
+    picker.focus();
+  });
+  picker.addEventListener("change", () => pick(node, name, picker.files[0]));
+  return node;
+}
+
+// The chosen model's pickers; one the previous model also had is kept with its file.
+function buildInputs(model) {
+  const box = $("input-options");
+  const names = model.inputs.filter((name) => INPUT_FILES[name]);
+  const kept = new Map([...box.children].map((node) => [node.dataset.input, node]));
+  for (const [name, node] of kept) {
+    if (!names.includes(name)) {
+      node.remove();
+      chosen.delete(name);
+    }
+  }
+  for (const name of names) box.append(kept.get(name) || inputControl(name));
+}
+
+// The picked inputs as the request sends them; null, with the reason shown, when a picked file
+// cannot be used (then nothing is sent).
+async function readInputs() {
+  const inputs = {};
+  for (const [name, reading] of chosen) {
+    const result = await reading;
+    if (result.error) {
+      showError(result.error);
+      $(name).focus();
+      return null;
+    }
+    inputs[name] = result.value;
+  }
+  return inputs;
+}
+
+function buildForm(model) {
+  buildOptions(model);
+  buildInputs(model);
+}
+
 function readForm() {
   const body = {};
   for (const name of TEXT_FIELDS) {
@@ -144,7 +272,7 @@ function readForm() {
 function fillForm(settings) {
   if (models.some((m) => m.name === settings.model) && settings.model !== $("model").value) {
     $("model").value = settings.model;
-    buildOptions(chosenModel());
+    buildForm(chosenModel());
   }
   for (const name of [...TEXT_FIELDS, ...NUMBER_FIELDS]) {
     if (settings[name] !== undefined && settings[name] !== null) $(name).value = settings[name];
@@ -162,10 +290,12 @@ function fillForm(settings) {
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
 
-async function submit(body) {
+// `inputs`: those in `body`, kept for the job's "New seed".
+async function submit(body, inputs = {}) {
   showError("");
   try {
     const job = await api("/api/jobs", { method: "POST", body: JSON.stringify(body) });
+    if (Object.keys(inputs).length) sentInputs.set(job.id, inputs);
     track(job);
   } catch (err) {
     showError(err.message);
@@ -257,13 +387,14 @@ function summary(s, seed) {
 
 function addResults(job, append = false) {
   const gallery = $("gallery");
-  const cards = job.images.map((image) => card(job.settings, image));
+  const cards = job.images.map((image) => card(job, image));
   if (append) cards.forEach((c) => gallery.append(c));
   else cards.reverse().forEach((c) => gallery.prepend(c));
   $("empty").hidden = gallery.children.length > 0;
 }
 
-function card(settings, image) {
+function card(job, image) {
+  const settings = job.settings;
   const node = $("card-template").content.firstElementChild.cloneNode(true);
   const img = node.querySelector("img");
   img.src = image.url;
@@ -277,16 +408,21 @@ function card(settings, image) {
   const one = { ...settings, n: 1, seed: image.seed };
   delete one.seeds;
   delete one.output_size;
-  delete one.inputs; // only their names come back; the page cannot send them again
+  delete one.inputs; // only their names come back
   const variation = node.querySelector(".variation");
-  if (settings.inputs && settings.inputs.length) {
+  const names = settings.inputs || [];
+  const held = sentInputs.get(job.id) || {};
+  const missing = names.filter((name) => !(name in held));
+  if (missing.length) {
     variation.disabled = true;
-    variation.title = `drawn from ${settings.inputs.join(", ")}, which this page cannot send`;
+    variation.title = `drawn from ${missing.join(", ")}, which this page no longer holds; ` +
+                      "pick the files again";
   }
   variation.addEventListener("click", () => {
     const again = { ...one };
     delete again.seed; // the server draws a fresh random seed
-    submit(again);
+    const inputs = Object.fromEntries(names.map((name) => [name, held[name]]));
+    submit({ ...again, ...inputs }, inputs);
   });
   node.querySelector(".reuse").addEventListener("click", () => fillForm(one));
   node.dataset.seed = image.seed;
@@ -305,18 +441,20 @@ async function refreshStatus() {
 }
 
 async function start() {
-  $("form").addEventListener("submit", (event) => {
+  $("form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    submit(readForm());
+    const body = readForm();
+    const inputs = await readInputs();
+    if (inputs) submit({ ...body, ...inputs }, inputs);
   });
   try {
     const served = await api("/api/models");
     models = served.models;
     $("n").max = served.limits.max_images;
     $("prompt").maxLength = served.limits.max_prompt_chars;
-    buildOptions(chosenModel());
+    buildForm(chosenModel());
     for (const m of models) $("model").append(new Option(m.name, m.name, m.default, m.default));
-    $("model").addEventListener("change", () => buildOptions(chosenModel()));
+    $("model").addEventListener("change", () => buildForm(chosenModel()));
     const { jobs } = await api("/api/jobs");
     for (const job of jobs) {
       if (job.state === "done") addResults(job, true);
