@@ -219,6 +219,9 @@ def test_page_in_a_real_browser(browser, served_models, tmp_path, capsys):  # no
         note = wait_for(browser, "document.querySelector('[data-input=layout] .input-note.error')"
                         "?.textContent", message="the layout's error")
         assert note.startswith("bad.json is not valid JSON") and "\n" not in note
+        picker = browser.find_element("id", "layout")  # screen readers hear why
+        assert picker.get_attribute("aria-invalid") == "true"
+        assert picker.get_attribute("aria-describedby") == "layout-note"
         browser.find_element("id", "generate").click()
         refusal = wait_for(browser, "!document.getElementById('form-error').hidden && "
                            "document.getElementById('form-error').textContent",

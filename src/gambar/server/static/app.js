@@ -162,7 +162,8 @@ function readInput(name, file) {
         return;
       }
       if (value === null || typeof value !== "object" || Array.isArray(value)) {
-        resolve({ error: `${file.name} is not a layout: it must be a JSON object {"objects": [...]}` });
+        const error = `${file.name} is not a layout: it must be a JSON object {"objects": [...]}`;
+        resolve({ error });
         return;
       }
       const count = Array.isArray(value.objects) ? value.objects.length : 0;
@@ -179,6 +180,7 @@ function pick(node, name, file) {
   const note = node.querySelector(".input-note");
   row.hidden = thumb.hidden = true;
   thumb.removeAttribute("src");
+  $(name).removeAttribute("aria-invalid");
   if (!file) {
     chosen.delete(name);
     return;
@@ -189,6 +191,7 @@ function pick(node, name, file) {
     if (chosen.get(name) !== reading) return; // picked again meanwhile
     note.textContent = result.error || result.note;
     note.classList.toggle("error", Boolean(result.error));
+    if (result.error) $(name).setAttribute("aria-invalid", "true");
     if (!result.error && name !== "layout") {
       thumb.src = result.value;
       thumb.hidden = false;
@@ -206,6 +209,10 @@ function inputControl(name) {
   node.querySelector(".input-name").textContent = title(name);
   node.querySelector("label").title = INPUT_FILES[name].help;
   node.querySelector(".thumb").alt = `the chosen ${name} image`;
+  // The note (the file picked, or why it cannot be used) describes the picker to screen readers.
+  const note = node.querySelector(".input-note");
+  note.id = `${name}-note`;
+  picker.setAttribute("aria-describedby", note.id);
   const clear = node.querySelector(".clear");
   clear.setAttribute("aria-label", `Remove the ${name} file`);
   clear.addEventListener("click", () => {
