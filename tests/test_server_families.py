@@ -153,8 +153,6 @@ def test_the_openapi_schema_documents_every_served_option_with_its_bounds(client
     assert {"prompt", "n", "seed", "model"} <= set(props)
 
 
-@pytest.mark.xfail(strict=True, reason="until app.py includes "
-                   "compat_openai.openai_router(service.pipelines), not compat_openai.router")
 def test_the_openapi_schema_documents_the_openai_extensions(client):
     """The OpenAI body lists the served models' options and inputs beside OpenAI's fields."""
     _, request = _request_schema(client.get("/openapi.json").json(), "/v1/images/generations")

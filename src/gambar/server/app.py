@@ -103,7 +103,7 @@ def create_app(service: JobService) -> FastAPI:
     app.include_router(routes.submit_router(app.state.job_request))
     app.include_router(routes.router)
     app.include_router(routes.open_router)
-    app.include_router(compat_openai.router)
+    app.include_router(compat_openai.openai_router(service.pipelines))
     app.include_router(compat_a1111.router)
 
     @app.get("/", include_in_schema=False)

@@ -165,6 +165,3 @@ def openai_router(pipelines: Mapping[str, Pipeline]) -> APIRouter:
                          summary="Models (OpenAI format)")
     return router
 
-
-# The routes without served models' extensions documented (any app that has none of its own).
-router = openai_router({})
