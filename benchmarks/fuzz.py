@@ -413,8 +413,8 @@ def _cli_files(work: Path, env: Env) -> dict[str, str]:
     (work / "list.png").write_bytes(with_text(env.png, "[1, 2]"))
     (work / "bomb.png").write_bytes(png_of_size(50_000, 50_000, []))
     (work / "recipe.toml").write_text((REPO / "configs" / "tiny.toml").read_text())
-    (work / "layout.json").write_text('{"objects": [{"box": [0.1, 0.1, 0.5, 0.5], "label": "x"}]}')
-    (work / "boxes.json").write_text('{"objects": [{"box": [0.5, 0.1, 0.1, 2], "label": 3}]}')
+    (work / "layout.json").write_text('[{"box": [0.1, 0.1, 0.5, 0.5], "phrase": "x"}]')
+    (work / "boxes.json").write_text('[{"box": [0.5, 0.1, 0.1, 2], "phrase": 3}]')
     return {"dir": "dir.png", "file": "file.png/x.png", "proc": "/proc/x.png",
             "image": "image.png", "latin1": "latin1.txt", "deep": "deep.png", "list": "list.png",
             "bomb": "bomb.png", "recipe": "recipe.toml", "missing": "missing.png",

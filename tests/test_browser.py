@@ -231,8 +231,8 @@ def test_page_in_a_real_browser(browser, served_models, tmp_path, capsys):  # no
 
         # A good one: the box is filled, and the PNG's provenance has the layout's digest.
         layout = tmp_path / "layout.json"
-        layout.write_text(json.dumps({"objects": [{"box": [0, 0, 0.5, 1],
-                                                   "label": "a red circle"}]}))
+        layout.write_text(json.dumps([{"box": [0, 0, 0.5, 1],
+                                                   "phrase": "a red circle"}]))
         browser.find_element("id", "layout").send_keys(str(layout))
         wait_for(browser, "document.querySelector('[data-input=layout] .input-note')"
                  ".textContent === 'layout.json: 1 box'", message="the chosen layout")

@@ -298,7 +298,7 @@ def test_img2img_from_the_command_line_replays_only_with_the_same_init(tiny_mode
     ],
 )
 def test_option_and_input_mistakes_are_one_line(tiny_model_dir, in_tmp, capsys, args, message):
-    (in_tmp / "layout.json").write_text('{"objects": [{"box": [0, 0, 0.5, 0.5], "label": "x"}]}')
+    (in_tmp / "layout.json").write_text('[{"box": [0, 0, 0.5, 0.5], "phrase": "x"}]')
     assert gen(tiny_model_dir, "a red circle", *args) == 2
     assert message in one_line_error(capsys)
     assert not (in_tmp / "outputs").exists()
@@ -347,7 +347,7 @@ def test_a_clip_is_written_as_one_animated_png_with_its_provenance(in_tmp, monke
     clip = BoxesPipeline("clip", frames=3)
     monkeypatch.setattr(command, "load", lambda model: clip)
     monkeypatch.setattr(command, "check_early", lambda *args: None)
-    (in_tmp / "boxes.json").write_text('{"objects": [{"box": [0, 0, 0.5, 1], "label": "x"}]}')
+    (in_tmp / "boxes.json").write_text('[{"box": [0, 0, 0.5, 1], "phrase": "x"}]')
     assert main(["generate", "a red box", "--model", "clip", "--seed", "3", "-o", "c.png",
                  "-q", "--layout", "boxes.json"]) == 0
     with Image.open(in_tmp / "c.png") as im:

@@ -64,8 +64,8 @@ def sample_inputs(names: frozenset[str]) -> dict[str, Any]:
     mask = Image.new("L", (32, 32), 0)
     mask.paste(255, (16, 0, 32, 32))
     values = {"init": init, "mask": mask, "image": init,
-              "layout": Layout.from_json({"objects": [{"box": [0.1, 0.2, 0.6, 0.9],
-                                                        "label": "red box"}]})}
+              "layout": Layout.from_json([{"box": [0.1, 0.2, 0.6, 0.9],
+                                                        "phrase": "red box"}])}
     return {name: values[name] for name in sorted(names)}
 
 

@@ -10,28 +10,28 @@ from PIL import Image
 from gambar.errors import GambarError, InvalidInputError
 from gambar.inputs import Layout, decode_input, digest, normalize, parse_layout, read_input
 
-BOX = {"box": [0.1, 0.2, 0.5, 0.9], "label": "red circle"}
+BOX = {"box": [0.1, 0.2, 0.5, 0.9], "phrase": "red circle"}
 
 
 def test_a_layout_round_trips_and_its_digest_ignores_formatting():
-    layout = Layout.from_json({"objects": [BOX]})
-    text = b'{ "objects" : [ {"label": "red circle", "box": [0.1, 0.2, 0.5, 0.9]} ] }'
+    layout = Layout.from_json([BOX])
+    text = b'[ {"phrase": "red circle", "box": [0.1, 0.2, 0.5, 0.9]} ]'
     again = parse_layout(text, "x")
     assert again == layout and digest(again) == digest(layout)
     assert Layout.from_json(layout.to_json()) == layout
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"objects": [{"box": [0, 0, 1, 1], "lable": "cat"}]},
-     "unknown key 'lable'; did you mean 'label'"),
-    ({"objects": [BOX], "objekts": 1}, "unknown key 'objekts'"),
-    ({"objects": []}, "1 to 16 objects"),
-    ({"objects": [BOX] * 17}, "1 to 16 objects"),
-    ({"objects": [{"box": [0.5, 0, 0.4, 1]}]}, "must satisfy 0 <= x0 < x1"),
-    ({"objects": [{"box": [0, 0, 1]}]}, "four numbers"),
-    ({"objects": [{"box": [0, 0, 1, float("nan")]}]}, "four numbers"),
-    ({"objects": [{"box": [0, 0, 1, 1], "label": "\ud800"}]}, "label"),
-    ([1, 2], "must be a JSON object"),
+    ([{"box": [0, 0, 1, 1], "phrse": "cat"}], "unknown key 'phrse'; did you mean 'phrase'"),
+    ({"objects": [BOX]}, "must be a JSON list"),
+    ([], "1 to 16 objects"),
+    ([BOX] * 17, "1 to 16 objects"),
+    ([{"box": [0.5, 0, 0.4, 1]}], "must satisfy 0 <= x0 < x1"),
+    ([{"box": [0, 0, 1]}], "four numbers"),
+    ([{"box": [0, 0, 1, float("nan")]}], "four numbers"),
+    ([{"box": [0, 0, 1, 1], "phrase": "\ud800"}], "phrase"),
+    ([1, 2], "must be an object with 'box' and 'phrase'"),
+    ("a red circle", "must be a JSON list"),
 ])
 def test_bad_layouts_are_one_line(data, message):
     with pytest.raises(InvalidInputError, match=message) as err:

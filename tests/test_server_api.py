@@ -148,7 +148,7 @@ def test_cancel_and_delete_a_queued_job(server, client):
     ({"size": 7}, "size"),
     ({"size": 512}, "size"),
     ({"precision": "fp16"}, "precision"),
-    ({"layout": {"objects": [{"box": [0, 0, 1, 1], "label": "x"}]}}, "layout"),  # not taken
+    ({"layout": [{"box": [0, 0, 1, 1], "phrase": "x"}]}, "layout"),  # not taken
     ({"init": "not base64!"}, "init"),
     ({"negative_prompt": "x" * 501}, "negative_prompt"),
     ({"styles": ["cinematic"]}, "styles"),

@@ -118,7 +118,7 @@ def test_a_signed_url_with_a_non_ascii_signature_is_refused(served_models, tmp_p
             assert r.status_code == 401, (sig, r.status_code)
 
 
-LAYOUT = {"objects": [{"box": [0, 0, 0.5, 1], "label": "a red circle"}]}
+LAYOUT = [{"box": [0, 0, 0.5, 1], "phrase": "a red circle"}]
 NASTY_TEXT = ["²x²", "１x１", "٣٢x٣٢", "32x32", "64X64", "auto", "0x0", "-1x-1", "512x256",
               "DDIM", "Euler a", "dpmpp", "k_euler_a karras", "automatic", "tiny", "tiny [x]",
               "a red circle", "", " ", "\u200b", "\x00", "png", "url", "b64_json", "vivid", "hd"]
@@ -137,7 +137,7 @@ PLAUSIBLE = st.sampled_from([None, True, False, 1, 2, 3, 8, 16, 32, 64, -1, 0.0,
                              # and near misses that once slipped past hand-written parsing
                              "²x²", "１x１", "٣٢x٣٢", {"sd_model_checkpoint": 5},
                              {"sd_model_checkpoint": ["tiny"]}, float("nan"), float("inf"),
-                             "boxes", LAYOUT, {"objects": [{"box": [0, 0, 2, 1]}]}])
+                             "boxes", LAYOUT, [{"box": [0, 0, 2, 1]}]])
 NASTY = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=3)
                      | st.dictionaries(st.sampled_from(NASTY_TEXT + ["sd_model_checkpoint"]),
                                        inner, max_size=3), max_leaves=8)
@@ -199,8 +199,8 @@ def assert_no_500(r, body):
 NEAR_MISSES = ["²x²", "١٢x١٢", "1e3x1e3", "32x32x32", "", "\x00", "x" * 5000, -1, 0, 2**63,
                -(2**70), 1e308, float("nan"), float("inf"), 0.5, True, None, [], ["x", 1],
                [[[["deep"]]]], {}, {"sd_model_checkpoint": 5}, {"sd_model_checkpoint": []},
-               {"CLIP_stop_at_last_layers": float("nan")}, {"objects": []},
-               {"objects": [{"box": [0, 0, 1, 1], "label": 5}]}, {"objects": [[]] * 17},
+               {"CLIP_stop_at_last_layers": float("nan")}, [],
+               [{"box": [0, 0, 1, 1], "phrase": 5}], [[]] * 17,
                "data:image/png;base64,AAAA", "iVBORw0KGgo=", "boxes"]
 
 

@@ -35,7 +35,7 @@ from gambar.server.schemas import job_request_model  # noqa: E402
 from gambar.server.service import JobService  # noqa: E402
 from gambar.server.settings import ServerSettings  # noqa: E402
 
-LAYOUT = {"objects": [{"box": [0.0, 0.0, 0.5, 1.0], "label": "a red circle"}]}
+LAYOUT = [{"box": [0.0, 0.0, 0.5, 1.0], "phrase": "a red circle"}]
 WHITE = (255, 255, 255)
 
 
@@ -89,7 +89,7 @@ def test_rest_job_with_and_without_a_layout(client):
     ({"model": "boxes", "size": 65}, "size must be between 8 and 64"),  # its own bound
     ({"model": "boxes", "init": "iVBORw0KGgo="}, "takes no 'init' input"),
     ({"model": "tiny", "layout": LAYOUT}, "takes no 'layout' input"),
-    ({"model": "boxes", "layout": {"objects": [{"box": [0, 0, 2, 1]}]}}, "box"),
+    ({"model": "boxes", "layout": [{"box": [0, 0, 2, 1]}]}, "box"),
 ])
 def test_options_and_inputs_the_model_lacks_are_a_422_naming_them(client, body, words):
     r = client.post("/api/jobs", json={"prompt": "a red circle", **body})
@@ -137,7 +137,7 @@ def _assert_documents_served_options(props, skip=()):
                 assert set(spec.choices) <= set(branch["enum"]), spec.name
         for name in pipe.inputs:
             assert props[name]["description"].startswith(INPUTS[name]), name
-    assert _branch(props["layout"])["type"] == "object"
+    assert _branch(props["layout"])["type"] == "array"  # [{"phrase": ..., "box": [...]}]
     assert _branch(props["init"])["type"] == "string"
     assert "Only diffusion models" in props["steps"]["description"]
 
@@ -304,8 +304,8 @@ def _png_b64(image):
 @pytest.mark.parametrize(("body", "message"), [
     ({"model": "tiny", "strength": 0.3}, "strength needs the 'init' input"),
     ({"model": "tiny", "mask": "MASK"}, "a mask needs an init image"),
-    ({"model": "boxes", "layout": {"objects": [{"box": [0, 0, 10**400, 1]}]}}, "must satisfy"),
-    ({"model": "boxes", "layout": {"objects": [{"box": [0, 0, 1, 1], "lable": "x"}]}},
+    ({"model": "boxes", "layout": [{"box": [0, 0, 10**400, 1]}]}, "must satisfy"),
+    ({"model": "boxes", "layout": [{"box": [0, 0, 1, 1], "lable": "x"}]},
      "unknown key 'lable'"),
 ])
 def test_what_generate_would_refuse_is_refused_before_queueing(tmp_path, body, message):

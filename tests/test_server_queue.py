@@ -177,7 +177,7 @@ def test_store_builds_no_path_from_outside_input(tmp_path):
 
 def test_job_records_round_trip_and_old_flat_records_fold_into_options():
     spec = JobSpec(model="m", prompt="p", seeds=(5, 6), options={"size": 16},
-                   inputs={"layout": {"objects": []}}, output_size=64)
+                   inputs={"layout": []}, output_size=64)
     assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert spec.settings() == {"model": "m", "prompt": "p", "n": 2, "seed": 5, "seeds": [5, 6],
                                "output_size": 64, "inputs": ["layout"], "size": 16}

@@ -32,24 +32,25 @@ from gambar.text.checks import check_encodable
 INPUTS: dict[str, str] = {
     "init": "an image to start from (img2img); how much changes is the 'strength' option",
     "mask": "a mask image: white where to draw anew, black where to keep the init image",
-    "layout": "a JSON layout: {\"objects\": [{\"box\": [x0, y0, x1, y1], \"label\": \"...\"}]}, "
+    "layout": "a JSON layout: [{\"phrase\": \"a red circle\", \"box\": [x0, y0, x1, y1]}, ...], "
               "box corners as fractions of the side (0..1), top-left origin",
     "image": "a reference image whose content new images share (variations)",
 }
 MAX_LAYOUT_OBJECTS = 16
-MAX_LABEL_CHARS = 100
+MAX_PHRASE_CHARS = 100
 MAX_LAYOUT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
 class Box:
-    """One layout object: a box in fractions of the image side, and what goes in it."""
+    """One layout object: a box in fractions of the image side, and the phrase of the prompt
+    it grounds (GLIGEN's (phrase, box) pairs; may be empty)."""
 
     x0: float
     y0: float
     x1: float
     y1: float
-    label: str
+    phrase: str
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,10 @@ class Layout:
     @classmethod
     def from_json(cls, data: Any, where: str = "the layout") -> Layout:
         """A checked Layout from parsed JSON; a one-line error naming what is wrong."""
-        if not isinstance(data, Mapping) or not isinstance(data.get("objects"), list):
-            raise InvalidInputError(f'{where} must be a JSON object {{"objects": [...]}}')
-        _no_other_keys(data, ("objects",), where)
-        items = data["objects"]
+        if not isinstance(data, list):
+            raise InvalidInputError(f'{where} must be a JSON list of objects, e.g. '
+                                    f'[{{"phrase": "a red circle", "box": [0.1, 0.1, 0.4, 0.4]}}]')
+        items = data
         if not 1 <= len(items) <= MAX_LAYOUT_OBJECTS:
             raise InvalidInputError(
                 f"{where} must hold 1 to {MAX_LAYOUT_OBJECTS} objects, not {len(items)}")
@@ -70,9 +71,9 @@ class Layout:
         for k, item in enumerate(items):
             at = f"{where}: object {k}"
             if not isinstance(item, Mapping):
-                raise InvalidInputError(f"{at} must be an object with 'box' and 'label'")
-            _no_other_keys(item, ("box", "label"), at)
-            box, label = item.get("box"), item.get("label", "")
+                raise InvalidInputError(f"{at} must be an object with 'box' and 'phrase'")
+            _no_other_keys(item, ("phrase", "box"), at)
+            box, phrase = item.get("box"), item.get("phrase", "")
             if (not isinstance(box, list) or len(box) != 4 or not all(
                     type(v) is int or (type(v) is float and math.isfinite(v)) for v in box)):
                 raise InvalidInputError(f"{at}: 'box' must be four numbers [x0, y0, x1, y1]")
@@ -80,16 +81,15 @@ class Layout:
             if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
                 raise InvalidInputError(
                     f"{at}: box {shown(box)} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
-            if not isinstance(label, str) or len(label) > MAX_LABEL_CHARS:
+            if not isinstance(phrase, str) or len(phrase) > MAX_PHRASE_CHARS:
                 raise InvalidInputError(
-                    f"{at}: 'label' must be text of at most {MAX_LABEL_CHARS} characters")
-            check_encodable(label, f"{at}: its label")
-            boxes.append(Box(float(x0), float(y0), float(x1), float(y1), label))
+                    f"{at}: 'phrase' must be text of at most {MAX_PHRASE_CHARS} characters")
+            check_encodable(phrase, f"{at}: its phrase")
+            boxes.append(Box(float(x0), float(y0), float(x1), float(y1), phrase))
         return cls(tuple(boxes))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"objects": [{"box": [b.x0, b.y0, b.x1, b.y1], "label": b.label}
-                            for b in self.objects]}
+    def to_json(self) -> list[dict[str, Any]]:
+        return [{"phrase": b.phrase, "box": [b.x0, b.y0, b.x1, b.y1]} for b in self.objects]
 
 
 def _no_other_keys(data: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:

@@ -105,7 +105,7 @@ def job_request_model(pipelines: Mapping[str, Pipeline]) -> type[BaseModel]:
                         Field(None, description=_option_help(specs, every)))
     for name in inputs:
         # A layout is JSON in the body; an image, base64 text.
-        kind, how = ((dict[str, Any] | None, "") if name == "layout" else
+        kind, how = ((list[dict[str, Any]] | None, "") if name == "layout" else
                      (str | None, "; a base64-encoded PNG or JPEG, or a data: URL"))
         takers = sorted({p.family for p in pipelines.values() if name in p.inputs})
         fields[name] = (kind, Field(None, description=f"{INPUTS[name]}{how}. Taken by "

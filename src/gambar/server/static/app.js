@@ -19,7 +19,7 @@ const INPUT_FILES = {
   mask: { accept: "image/*", help: "white where to draw anew, black where to keep the init image" },
   image: { accept: "image/*", help: "a reference image whose content new images share" },
   layout: { accept: ".json,application/json",
-            help: 'a .json file: {"objects": [{"box": [x0, y0, x1, y1], "label": "..."}]}, ' +
+            help: 'a .json file: [{"phrase": "a red circle", "box": [x0, y0, x1, y1]}, ...], ' +
                   "corners as fractions of the side (0..1)" },
 };
 const chosen = new Map(); // input name -> promise of {value, note} or {error}: its picked file
@@ -161,12 +161,12 @@ function readInput(name, file) {
         resolve({ error: oneLine(`${file.name} is not valid JSON (${err.message})`) });
         return;
       }
-      if (value === null || typeof value !== "object" || Array.isArray(value)) {
-        const error = `${file.name} is not a layout: it must be a JSON object {"objects": [...]}`;
+      if (!Array.isArray(value)) {
+        const error = `${file.name} is not a layout: it must be a JSON list [{"phrase": ..., "box": [...]}]`;
         resolve({ error });
         return;
       }
-      const count = Array.isArray(value.objects) ? value.objects.length : 0;
+      const count = value.length;
       resolve({ value, note: `${file.name}: ${count} ${count === 1 ? "box" : "boxes"}` });
     };
     reader.readAsText(file);
