@@ -116,3 +116,22 @@ def test_builder_is_deterministic_and_valid(tmp_path):
     path = tmp_path / "small.json"
     path.write_text(json.dumps(small))
     assert len(load_suite(path).prompts) == 2 * 3 * len(CATEGORIES)
+
+
+def test_the_paraphrase_suite_is_its_builder_output_in_wording_the_data_never_uses():
+    """shapes-paraphrase (issue 18): the shipped file is what its builder writes, five scenes
+    per category in both languages, and no prompt is a caption the data generator can write."""
+    import numpy as np
+
+    from gambar.data.shapes import describe
+    from gambar.evaluation.suites import build_shapes_paraphrase, load_suite, suite_path
+
+    built = build_shapes_paraphrase()
+    assert json.loads(suite_path("shapes-paraphrase").read_text()) == built
+    suite = load_suite("shapes-paraphrase")
+    assert Counter(p.category for p in suite.prompts) == {c: 10 for c in CATEGORIES}
+    for p in suite.prompts:
+        captions = {describe(p.scene, p.language)}
+        captions |= {describe(p.scene, p.language, np.random.default_rng(k)) for k in range(300)}
+        assert p.prompt not in captions, p.prompt
+        assert is_held_out(p.scene) == p.held_out

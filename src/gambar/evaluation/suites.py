@@ -26,7 +26,8 @@ from gambar.evaluation.compositional import is_held_out
 
 SUITE_FORMAT = "gambar-suite/1"
 # name -> file of its current version; old versions stay loadable by file name
-SUITES: dict[str, str] = {"shapes-core": "shapes-core-v1.json"}
+SUITES: dict[str, str] = {"shapes-core": "shapes-core-v1.json",
+                          "shapes-paraphrase": "shapes-paraphrase-v1.json"}
 MAX_PER_PROMPT = 100  # images per prompt; seeds of one scene are seed .. seed + 99
 SEED_STRIDE = 1000  # scene k's seed is k * SEED_STRIDE: no two scenes share an image seed
 SCENE_TRIES = 10_000
@@ -228,5 +229,104 @@ def build_shapes_core(per_category: int = 8, held_out_per_category: int = 2,
         ),
         "generator": (f"gambar.evaluation.suites.build_shapes_core(per_category={per_category}, "
                       f"held_out_per_category={held_out_per_category}, seed={seed})"),
+        "prompts": prompts,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Paraphrases: the scenes of each category in wording the data never uses
+
+
+def _o(color: str, shape: str, size: str | None = None) -> ObjectSpec:
+    return ObjectSpec(color, shape, size)
+
+
+# Written by hand, not by the caption generator: synonyms ("big", "tiny", "beneath", "on top of"),
+# other constructions ("a star that is green", "a pair of", digits, "berwarna", "yang besar",
+# "terletak di bawah", "sepasang"), and free word order. (scene, English, Indonesian) per row.
+PARAPHRASES: tuple[tuple[SceneSpec, str, str], ...] = (
+    (SceneSpec((_o("green", "star"),), None, "single"),
+     "a star that is green", "bintang yang berwarna hijau"),
+    (SceneSpec((_o("red", "heart"),), None, "single"),
+     "one heart, coloured red", "satu hati berwarna merah"),
+    (SceneSpec((_o("blue", "diamond"),), None, "single"),
+     "a blue diamond shape", "bentuk belah ketupat biru"),
+    (SceneSpec((_o("yellow", "triangle"),), None, "single"),
+     "draw a yellow triangle", "gambarlah segitiga kuning"),
+    (SceneSpec((_o("purple", "square"),), None, "single"),
+     "a square in purple", "persegi warna ungu"),
+    (SceneSpec((_o("orange", "circle"),) * 2, None, "count"),
+     "a pair of orange circles", "sepasang lingkaran oranye"),
+    (SceneSpec((_o("blue", "star"),) * 3, None, "count"),
+     "3 blue stars", "3 bintang biru"),
+    (SceneSpec((_o("pink", "heart"),) * 4, None, "count"),
+     "four hearts, all pink", "empat buah hati merah muda"),
+    (SceneSpec((_o("black", "square"),) * 2, None, "count"),
+     "two squares that are black", "dua persegi yang berwarna hitam"),
+    (SceneSpec((_o("green", "triangle"),) * 3, None, "count"),
+     "a trio of green triangles", "tiga buah segitiga hijau"),
+    (SceneSpec((_o("red", "circle"), _o("blue", "square")), None, "two_objects"),
+     "a red circle together with a blue square", "lingkaran merah bersama persegi biru"),
+    (SceneSpec((_o("yellow", "star"), _o("purple", "heart")), None, "two_objects"),
+     "a yellow star plus a purple heart", "bintang kuning serta hati ungu"),
+    (SceneSpec((_o("green", "diamond"), _o("orange", "triangle")), None, "two_objects"),
+     "one green diamond as well as one orange triangle",
+     "satu belah ketupat hijau beserta satu segitiga oranye"),
+    (SceneSpec((_o("pink", "circle"), _o("black", "star")), None, "two_objects"),
+     "a black star with a pink circle", "bintang hitam bersama lingkaran merah muda"),
+    (SceneSpec((_o("blue", "triangle"), _o("red", "heart")), None, "two_objects"),
+     "both a blue triangle and a red heart", "baik segitiga biru maupun hati merah"),
+    (SceneSpec((_o("red", "circle"), _o("blue", "square")), Relation(0, "above", 1), "position"),
+     "a red circle on top of a blue square", "lingkaran merah berada di atas persegi biru"),
+    (SceneSpec((_o("green", "heart"), _o("yellow", "star")), Relation(0, "below", 1),
+               "position"),
+     "a green heart beneath a yellow star", "hati hijau terletak di bawah bintang kuning"),
+    (SceneSpec((_o("purple", "triangle"), _o("orange", "diamond")), Relation(0, "left of", 1),
+               "position"),
+     "a purple triangle on the left side of an orange diamond",
+     "segitiga ungu di sisi kiri belah ketupat oranye"),
+    (SceneSpec((_o("blue", "square"), _o("pink", "square")), Relation(0, "right of", 1),
+               "position"),
+     "a blue square on the right-hand side of a pink square",
+     "persegi biru di sisi kanan persegi merah muda"),
+    (SceneSpec((_o("black", "heart"), _o("red", "star")), Relation(0, "below", 1), "position"),
+     "a black heart under a red star", "hati hitam letaknya di bawah bintang merah"),
+    (SceneSpec((_o("red", "circle", "large"),), None, "size"),
+     "a big red circle", "lingkaran merah yang besar"),
+    (SceneSpec((_o("blue", "star", "small"),), None, "size"),
+     "a tiny blue star", "bintang biru mungil"),
+    (SceneSpec((_o("green", "heart", "large"),), None, "size"),
+     "a huge green heart", "hati hijau berukuran besar"),
+    (SceneSpec((_o("yellow", "heart", "small"),), None, "size"),
+     "a little yellow heart", "hati kuning yang kecil"),
+    (SceneSpec((_o("purple", "triangle", "large"),), None, "size"),
+     "a purple triangle, drawn big", "segitiga ungu ukuran besar"),
+)
+
+
+def build_shapes_paraphrase(version: int = 1) -> dict[str, Any]:
+    """The shapes-paraphrase suite as JSON: `PARAPHRASES`' scenes, English and Indonesian, each
+    pair sharing a seed (scenes with a held-out pair are marked, as in shapes-core)."""
+    prompts = []
+    for k, (scene, english, indonesian) in enumerate(PARAPHRASES):
+        if not _renders(scene):
+            raise RuntimeError(f"paraphrase scene {k} does not place")  # a bug in the table
+        held_out = is_held_out(scene)
+        scene_id = f"{'heldout-' if held_out else ''}{scene.category}-{k:03d}"
+        for language, text in (("en", english), ("id", indonesian)):
+            prompts.append({
+                "id": f"{scene_id}-{language}", "scene_id": scene_id, "category": scene.category,
+                "language": language, "held_out": held_out, "prompt": text,
+                "seed": k * SEED_STRIDE, "scene": scene_to_json(scene),
+            })
+    return {
+        "format": SUITE_FORMAT,
+        "name": "shapes-paraphrase",
+        "version": version,
+        "description": (
+            f"{len(PARAPHRASES)} shapes scenes (5 per category) in wording the training data "
+            "never uses (synonyms, other constructions, digits), written by hand in English and "
+            "Indonesian; both languages of a scene share its seed."),
+        "generator": "gambar.evaluation.suites.build_shapes_paraphrase()",
         "prompts": prompts,
     }
