@@ -123,19 +123,39 @@ class Options:
         return {s.name: getattr(self, s.name) for s in self.specs()}
 
     @classmethod
-    def from_provenance(cls: type[T], prov: Mapping[str, Any], defaults: T | None = None,
-                        *, where: str = "") -> T:
-        """The options an image's provenance records, checked like any request. Options the
-        provenance lacks (written before the option existed) take `defaults`' values."""
-        base = defaults if defaults is not None else cls()
+    def recorded(cls, prov: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
+        """The option values an image's provenance records, by name, as written (not yet
+        checked): at its top level, or in the dict an option names (`option(provenance=...)`).
+        Such a dict that is not an object, a name in it this family lacks, or a null value is
+        a one-line error: replay must not drop what it cannot read."""
         found: dict[str, Any] = {}
+        holders = {s.provenance for s in cls.specs() if s.provenance}
+        for name in sorted(holders):
+            holder = prov.get(name)
+            if holder is not None and not isinstance(holder, Mapping):
+                raise InvalidInputError(f"{where}: its provenance field {name!r} must be an "
+                                        f"object, not {shown(holder)}")
+            known = sorted(s.name for s in cls.specs() if s.provenance == name)
+            for key in holder or {}:
+                if key not in known:
+                    raise InvalidInputError(f"{where}: unknown option {shown(key)} in its "
+                                            f"provenance's {name!r} (known: {', '.join(known)})")
         for spec in cls.specs():
-            holder = prov.get(spec.provenance, {}) if spec.provenance else prov
-            if isinstance(holder, Mapping) and spec.name in holder:
+            holder = (prov.get(spec.provenance) or {}) if spec.provenance else prov
+            if spec.name in holder:
                 if holder[spec.name] is None:
                     raise InvalidInputError(f"{where}: its provenance field {spec.name!r} is "
                                             "null")
                 found[spec.name] = holder[spec.name]
+        return found
+
+    @classmethod
+    def from_provenance(cls: type[T], prov: Mapping[str, Any], defaults: T | None = None,
+                        *, where: str = "") -> T:
+        """The options an image's provenance records (`recorded`), checked like any request.
+        Options the provenance lacks (written before the option existed) take `defaults`'."""
+        base = defaults if defaults is not None else cls()
+        found = cls.recorded(prov, where=where)
         try:
             return base.with_changes(found)
         except InvalidInputError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,14 @@ def common_provenance(pipe: Pipeline, prompt: str, seed: int, index: int, batch:
                       ) -> dict[str, Any]:
     """The provenance fields every family records (DESIGN.md "Provenance"); a family adds its
     options, its inputs' digests (`input_provenance`) and what else it needs to replay."""
+    import torch  # here, not at the top: gambar.pipeline is on the CLI's torch-free path
+
+    import gambar
+
     return {"prompt": prompt, "seed": int(seed), "index_in_batch": index, "batch_size": batch,
-            "family": pipe.family, "model_name": pipe.name, "model_sha256": pipe.sha256}
+            "family": pipe.family, "model_name": pipe.name, "model_sha256": pipe.sha256,
+            "gambar_version": gambar.__version__, "torch_version": torch.__version__,
+            "machine": platform.machine()}
 
 
 def input_provenance(inputs: Mapping[str, Any] | None) -> dict[str, Any]:

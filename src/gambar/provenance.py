@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from gambar.config import nesting_depth
-from gambar.errors import CorruptFileError, InvalidInputError, shown
+from gambar.errors import CorruptFileError, InvalidInputError
 from gambar.fsutil import atomic_write_bytes, is_file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -222,22 +222,8 @@ def replay_settings(prov: dict[str, Any], where: str | Path) -> Replay:
                                     "replayed")
         _check_type(values[name], types, f"{where}: its provenance field {name!r}")
     cls = options_class(values["family"])
-    options = cls.from_provenance(prov, where=str(where))
-    recorded: dict[str, Any] = {}
-    for spec in cls.specs():
-        holder = prov.get(spec.provenance) if spec.provenance else prov
-        if spec.provenance is not None:
-            _check_type(holder if holder is not None else {}, (dict,),
-                        f"{where}: its provenance field {spec.provenance!r}")
-            holder = holder or {}
-            known = {s.name for s in cls.specs() if s.provenance == spec.provenance}
-            for name in holder:
-                if name not in known:
-                    raise InvalidInputError(
-                        f"{where}: unknown option {shown(name)} in its provenance's "
-                        f"{spec.provenance!r} (known: {', '.join(sorted(known))})")
-        if spec.name in holder:
-            recorded[spec.name] = getattr(options, spec.name)
+    options = cls.from_provenance(prov, where=str(where))  # checked like any request
+    recorded = {name: getattr(options, name) for name in cls.recorded(prov, where=str(where))}
     inputs = values.get("inputs", {})
     if not isinstance(inputs, dict) or not all(
             isinstance(v, str) and _SHA256.fullmatch(v) for v in inputs.values()):

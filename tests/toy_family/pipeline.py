@@ -6,13 +6,11 @@ directory of two components (generator and discriminator), provenance with input
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 import gambar
 from gambar.errors import InvalidInputError
@@ -25,13 +23,9 @@ from gambar.pipeline import (
     input_provenance,
 )
 from gambar.seeding import generators_for
+from gambar.tensors import to_image
 from toy_family.model import ToyConfig, ToyGAN, layout_mask
 from toy_family.options import ToyOptions
-
-
-def _to_image(x: torch.Tensor) -> Image.Image:
-    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr, "RGB")
 
 
 class ToyPipeline:
@@ -104,10 +98,8 @@ class ToyPipeline:
             for k, img in enumerate(images):
                 prov = {**common_provenance(self, chunk[k], chunk_seeds[k], start + k,
                                             len(prompts)),
-                        **opts.to_dict(), **input_provenance(inputs),
-                        "gambar_version": gambar.__version__,
-                        "torch_version": torch.__version__, "machine": platform.machine()}
-                results.append(Generated([_to_image(img)], prov))
+                        **opts.to_dict(), **input_provenance(inputs)}
+                results.append(Generated([to_image(img)], prov))
             if callable(progress):
                 progress(b + 1, batches)
         return results

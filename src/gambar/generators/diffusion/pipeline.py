@@ -6,7 +6,6 @@ imports a sampler, the samplers never import a model.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +33,7 @@ from gambar.pipeline import (
 from gambar.samplers import Denoiser, as_denoiser, get_sampler
 from gambar.samplers.guidance import classifier_free
 from gambar.seeding import generators_for, initial_noise
+from gambar.tensors import to_image
 from gambar.text.base import Encoded
 from gambar.text.checks import check_encodable
 from gambar.text.setup import TextSetup
@@ -41,12 +41,6 @@ from gambar.text.setup import TextSetup
 __all__ = ["MAX_SIZE", "DiffusionPipeline"]
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def _to_image(x: torch.Tensor) -> Image.Image:
-    """(C, H, W) in [-1, 1] -> 8-bit RGB."""
-    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr, "RGB")
 
 
 def _from_image(image: Image.Image, size: int, mode: str) -> torch.Tensor:
@@ -248,7 +242,7 @@ class DiffusionPipeline:
                     for k, img in enumerate(x):
                         prov = self.provenance(chunk[k], chunk_seeds[k], start + k, len(prompts),
                                                opts, inputs)
-                        results.append(Generated([_to_image(img)], prov))
+                        results.append(Generated([to_image(img)], prov))
         finally:
             bar.close()
         return results
@@ -263,8 +257,6 @@ class DiffusionPipeline:
             "sampler_options": {"eta": opts.eta} if opts.sampler == "ddim" else {},
             "size": opts.size, "precision": opts.precision,
             "dtype": str(PRECISIONS[opts.precision]).removeprefix("torch."),
-            "gambar_version": gambar.__version__,
-            "torch_version": torch.__version__, "machine": platform.machine(),
             **input_provenance(inputs),
         }
         if "init" in inputs:
