@@ -52,13 +52,13 @@ class JobRequestBase(BaseModel):
 
 
 def served_options(pipelines: Mapping[str, Pipeline]
-                   ) -> dict[str, dict[str, OptionSpec]]:
-    """Every option name of the served models -> {family: its spec there} for each family that
-    has it."""
+                   ) -> dict[str, tuple[OptionSpec, dict[str, OptionSpec]]]:
+    """Every option name of the served models -> (its spec merged over them, {family: its spec
+    there} for each family that has it)."""
     classes = {pipe.family: pipe.Options for pipe in pipelines.values()}
     specs = {family: {s.name: s for s in cls.specs()} for family, cls in classes.items()}
-    return {name: {f: specs[f][name] for f in families}
-            for name, (_, families) in union_specs(classes).items()}
+    return {name: (merged, {f: specs[f][name] for f in families})
+            for name, (merged, families) in union_specs(classes).items()}
 
 
 def _option_type(spec: OptionSpec) -> Any:
@@ -95,13 +95,12 @@ def job_request_model(pipelines: Mapping[str, Pipeline]) -> type[BaseModel]:
     against its own (`JobService.make_spec`), and refuse by name an option it lacks."""
     every = {p.family for p in pipelines.values()}
     inputs = sorted({name for pipe in pipelines.values() for name in pipe.inputs})
-    merged = union_specs({pipe.family: pipe.Options for pipe in pipelines.values()})
     fields: dict[str, Any] = {}
-    for name, specs in served_options(pipelines).items():
+    for name, (merged, specs) in served_options(pipelines).items():
         if name in RESERVED:
             raise TypeError(f"option {name!r} of {next(iter(specs))} models clashes with a "
                             "request or settings field of the same name")
-        fields[name] = (_option_type(merged[name][0]) | None,
+        fields[name] = (_option_type(merged) | None,
                         Field(None, description=_option_help(specs, every)))
     for name in inputs:
         # A layout is JSON in the body; an image, base64 text.
