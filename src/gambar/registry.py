@@ -20,11 +20,16 @@ GENERATORS: dict[str, tuple[str, str]] = {
         "gambar.generators.diffusion.pipeline:DiffusionPipeline",
         "gambar.generators.diffusion.training:DiffusionTask",
     ),
+    "grounded": (
+        "gambar.generators.grounded.pipeline:GroundedPipeline",
+        "gambar.generators.grounded.training:GroundedTask",
+    ),
 }
 # generator family -> its Options class, in a torch-free module: the CLI builds its flags from
 # these without importing any model code.
 OPTIONS: dict[str, str] = {
     "diffusion": "gambar.generators.diffusion.options:DiffusionOptions",
+    "grounded": "gambar.generators.grounded.options:GroundedOptions",
 }
 EVALUATORS: dict[str, tuple[str, str]] = {
     # Loaded by gambar.contrastive.load_contrastive (gambar evaluate --clip), never by load().

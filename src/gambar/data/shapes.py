@@ -116,6 +116,7 @@ class ShapesSample:
     scene: SceneSpec
     objects: tuple[PlacedObject, ...]  # same order as scene.objects
     masks: np.ndarray  # (N, S, S) bool: pixel coverage >= 0.5, per object
+    spans: tuple[tuple[int, int], ...] = ()  # per object: [start, end) of its phrase in caption
 
     def labels(self) -> dict[str, Any]:
         """JSON-able structured labels: objects, colours, shapes, sizes, boxes, relation, ..."""
@@ -145,6 +146,7 @@ class ShapesSample:
             "relation": None
             if rel is None
             else {"subject": rel.subject, "relation": rel.relation, "other": rel.other},
+            "spans": [list(span) for span in self.spans],
         }
 
 
@@ -360,8 +362,21 @@ def _phrase_id(o: ObjectSpec, n: int, article: str) -> str:
     return " ".join([det, *words] if det else words)
 
 
+Span = tuple[int, int]  # [start, end) characters of a caption
+
+
 def describe(scene: SceneSpec, language: str, rng: np.random.Generator | None = None) -> str:
     """The scene's caption: canonical when rng is None ("a red circle"), else varied wording."""
+    return describe_with_spans(scene, language, rng)[0]
+
+
+def describe_with_spans(scene: SceneSpec, language: str, rng: np.random.Generator | None = None
+                        ) -> tuple[str, tuple[Span, ...]]:
+    """The caption and, per object (scene order), the span of the phrase that names it.
+
+    Identical objects share their group's phrase ("three blue stars"). The spans label the
+    layout stage's training data: which words ground which box. Draws from `rng` exactly as the
+    captions always have, so streams keep their captions."""
     if language not in LANGUAGES:
         raise InvalidInputError(f"unknown language {language!r}; choose from {LANGUAGES}")
     en = language == "en"
@@ -376,30 +391,42 @@ def describe(scene: SceneSpec, language: str, rng: np.random.Generator | None = 
         return words[rng.choice(len(words), p=p)]
 
     rel = scene.relation
+    spans: dict[ObjectSpec | int, Span] = {}  # by object index (relations) or by group
     if rel is not None:
         if len(scene.objects) != 2:
             raise InvalidInputError("a caption with a relation needs exactly two objects")
-        a, b, name = scene.objects[rel.subject], scene.objects[rel.other], rel.relation
+        ia, ib, name = rel.subject, rel.other, rel.relation
         wordings = (RELATION_PHRASES_EN if en else RELATION_PHRASES_ID)[name]
         if rng is not None and rng.random() < _SWAP_P:  # "B right of A" for "A left of B"
-            a, b, name = b, a, MIRRORED_RELATION[name]
+            ia, ib, name = ib, ia, MIRRORED_RELATION[name]
             wordings = (RELATION_PHRASES_EN if en else RELATION_PHRASES_ID)[name]
         said = wordings[0] if rng is None else wordings[rng.integers(len(wordings))]
-        body, plural = f"{phrase(a, 1, article())} {said} {phrase(b, 1, article())}", False
+        first = phrase(scene.objects[ia], 1, article())
+        second = phrase(scene.objects[ib], 1, article())
+        body, plural = f"{first} {said} {second}", False
+        spans[ia] = (0, len(first))
+        spans[ib] = (len(body) - len(second), len(body))
     else:
         groups = _groups(scene.objects)
         if rng is not None and len(groups) > 1:
             groups = [groups[i] for i in rng.permutation(len(groups))]
         parts = [phrase(o, n, article()) for o, n in groups]
         body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" {connective} {parts[-1]}"
+        at = 0
+        for (o, _), part in zip(groups, parts, strict=True):
+            at = body.index(part, at)
+            spans[o] = (at, at + len(part))
+            at += len(part)
         plural = groups[0][1] > 1
-    if rng is None:
-        return body
-    if rng.random() < _PREFIX_P:
-        body = ("there are " if plural else "there is ") + body if en else "ada " + body
-    if rng.random() < _SUFFIX_P:
-        body += _SUFFIX_EN if en else _SUFFIX_ID
-    return body
+    shift = 0
+    if rng is not None:
+        if rng.random() < _PREFIX_P:
+            prefix = ("there are " if plural else "there is ") if en else "ada "
+            body, shift = prefix + body, len(prefix)
+        if rng.random() < _SUFFIX_P:
+            body += _SUFFIX_EN if en else _SUFFIX_ID
+    keys = range(len(scene.objects)) if rel is not None else scene.objects
+    return body, tuple((spans[k][0] + shift, spans[k][1] + shift) for k in keys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,8 +473,8 @@ class ShapesStream:
         else:
             raise RuntimeError(f"no scene could be placed at size {self.size}")  # a bug, not input
         language = self.languages[rng.integers(len(self.languages))]
-        caption = describe(scene, language, rng)
-        return ShapesSample(image, caption, language, scene, objects, masks)
+        caption, spans = describe_with_spans(scene, language, rng)
+        return ShapesSample(image, caption, language, scene, objects, masks, spans)
 
     def take(self, start: int, n: int) -> list[ShapesSample]:
         """Items start .. start + n - 1."""

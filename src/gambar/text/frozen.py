@@ -115,6 +115,14 @@ class FrozenMiniLM(nn.Module):
             )
         return batch["input_ids"], batch["attention_mask"].bool()
 
+    def offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per text, the characters [start, end) of each token `tokenize` gives ((0, 0) for
+        [CLS], [SEP] and padding): what maps a token span back to the words it covers."""
+        with self._tokenizer_lock:
+            batch = self.tokenizer(list(texts), padding="longest", truncation=True,
+                                   max_length=self.max_length, return_offsets_mapping=True)
+        return [[(int(a), int(b)) for a, b in row] for row in batch["offset_mapping"]]
+
     @torch.no_grad()  # no_grad, not inference_mode: the states must be usable in training graphs
     def forward(self, texts: Sequence[str]) -> Encoded:
         """Prompts -> Encoded(states (B, L, 384), mask (B, L), pooled (B, 384) with unit norm)."""

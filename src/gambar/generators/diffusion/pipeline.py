@@ -125,8 +125,12 @@ class DiffusionPipeline:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.text.save_files(path)
-        self.sha256 = save_model_dir(path, {"model": self.model}, self.config_dict(), dtype=dtype)
+        self.sha256 = save_model_dir(path, self.components(), self.config_dict(), dtype=dtype)
         self.name = self.extra.get("name", path.name)
+
+    def components(self) -> dict[str, torch.nn.Module]:
+        """The model directory's weight files, by component name."""
+        return {"model": self.model}
 
     @classmethod
     def load(cls, path: Path) -> DiffusionPipeline:
@@ -223,8 +227,8 @@ class DiffusionPipeline:
                 for start in range(0, len(prompts), batch_size):
                     chunk = prompts[start:start + batch_size]
                     chunk_seeds = seeds[start:start + batch_size]
-                    cond = self.text.encode(chunk, self.model)
-                    uncond = Encoded.cat([uncond_text] * len(chunk))
+                    cond, uncond, extras = self.conditions(chunk, chunk_seeds, opts, inputs,
+                                                           uncond_text)
                     gens = generators_for(chunk_seeds)
                     x = initial_noise((3, opts.size, opts.size), gens)
                     if init is not None:  # the init image, noised to where sampling starts
@@ -242,10 +246,19 @@ class DiffusionPipeline:
                     for k, img in enumerate(x):
                         prov = self.provenance(chunk[k], chunk_seeds[k], start + k, len(prompts),
                                                opts, inputs)
+                        prov.update(extras[k])
                         results.append(Generated([to_image(img)], prov))
         finally:
             bar.close()
         return results
+
+    def conditions(self, prompts: Sequence[str], seeds: Sequence[int], opts: DiffusionOptions,
+                   inputs: Mapping[str, Any], uncond_text: Encoded
+                   ) -> tuple[Any, Any, list[dict[str, Any]]]:
+        """The conditional and unconditional conditioning of one chunk of prompts, and what
+        each image's provenance adds about them (a subclass's hook: layouts, for one)."""
+        cond = self.text.encode(prompts, self.model)
+        return cond, Encoded.cat([uncond_text] * len(prompts)), [{} for _ in prompts]
 
     def provenance(self, prompt: str, seed: int, index: int, batch: int,
                    opts: DiffusionOptions, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,9 @@ class UNetConfig:
     heads: int = 4
     text_dim: int = 384  # width of the text encoder's token states
     dropout: float = 0.0
+    # Conditioning maps concatenated to the noisy image before the first conv (a painted layout,
+    # an upsampled low-resolution image); 0 for a text-only model.
+    extra_channels: int = 0
 
     def __post_init__(self) -> None:
         # Upper bounds far above anything a CPU trains; they stop a corrupt config.json from
@@ -51,6 +54,7 @@ class UNetConfig:
         check_range("unet.blocks_per_level", self.blocks_per_level, 1, 8)
         check_range("unet.heads", self.heads, 1, 64)
         check_range("unet.text_dim", self.text_dim, 1, 4096)
+        check_range("unet.extra_channels", self.extra_channels, 0, 256)
         if not 0.0 <= self.dropout < 1.0:
             raise InvalidInputError(f"unet.dropout must be in [0, 1), not {self.dropout}")
         if not 1 <= len(self.channel_mults) <= 6:
@@ -100,7 +104,9 @@ class _Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """x: (B, C, H, W), t: (B,), states: (B, L, D), mask: (B, L), pooled: (B, D) -> (B, C, H, W)."""
+    """x: (B, C, H, W), t: (B,), states: (B, L, D), mask: (B, L), pooled: (B, D) -> (B, C, H, W).
+
+    With `extra_channels`, forward also takes `extra`: (B, extra_channels, H, W) maps."""
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
@@ -109,7 +115,8 @@ class UNet(nn.Module):
         emb_dim = 4 * ch0
         self.time = TimestepMLP(ch0, emb_dim)
         self.text_pool = nn.Linear(cfg.text_dim, emb_dim)
-        self.conv_in = nn.Conv2d(cfg.image_channels * p * p, ch0, 3, padding=1)
+        self.conv_in = nn.Conv2d((cfg.image_channels + cfg.extra_channels) * p * p, ch0, 3,
+                                 padding=1)
 
         widths = [ch0 * m for m in cfg.channel_mults]
         self.down = nn.ModuleList()
@@ -162,10 +169,15 @@ class UNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor,
-                mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, pooled: torch.Tensor, extra: torch.Tensor | None = None
+                ) -> torch.Tensor:
         p = self.cfg.patch_size
         if x.shape[-1] % self.cfg.stride:
             raise ValueError(f"image side {x.shape[-1]} does not fit this UNet's downsampling")
+        if (extra is None) != (self.cfg.extra_channels == 0):
+            raise ValueError(f"this UNet takes {self.cfg.extra_channels} extra input channels")
+        if extra is not None:
+            x = torch.cat([x, extra.to(x.dtype)], dim=1)
         emb = self.time(t) + self.text_pool(pooled)
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         skips = [h]

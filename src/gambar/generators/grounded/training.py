@@ -1,0 +1,134 @@
+"""The grounded family's TrainingTask: both stages in one run, one optimiser each.
+
+Each step trains the image stage on the batch's true layouts (the diffusion loss, prompt and
+layout dropped together for classifier-free guidance), then the layout stage on the same captions
+(cross-entropy of the layout written as pointers and box edges). `[grounding]` and `[planner]`
+configure the two; every [data], [text], [unet], [diffusion] and [sample] key is the diffusion
+family's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from gambar.config import dataclass_from_dict
+from gambar.data.batches import endless_batches
+from gambar.data.layouts import GroundedObject, training_layout
+from gambar.data.shapes import to_tensor
+from gambar.errors import InvalidInputError
+from gambar.generators.diffusion.model import diffusion_loss
+from gambar.generators.diffusion.training import DiffusionTask
+from gambar.generators.grounded.grounding import GroundedCond, GroundingConfig, LayoutBatch
+from gambar.generators.grounded.grounding import PhraseCache
+from gambar.generators.grounded.model import GroundedModel
+from gambar.generators.grounded.pipeline import GroundedPipeline
+from gambar.generators.grounded.planner import PlannerConfig, encode_targets
+from gambar.imaging import make_grid
+from gambar.train.task import Update
+
+Item = tuple[torch.Tensor, str, tuple[GroundedObject, ...]]
+
+
+def token_span(offsets: list[tuple[int, int]], span: tuple[int, int]) -> tuple[int, int] | None:
+    """First and last token (indices into the encoder's states) covering characters span."""
+    hits = [i for i, (a, b) in enumerate(offsets) if b > a and a < span[1] and b > span[0]]
+    return (hits[0], hits[-1]) if hits else None
+
+
+def _collate(items: list[Item]) -> dict[str, Any]:
+    return {"images": torch.stack([x for x, _, _ in items]),
+            "captions": [c for _, c, _ in items], "layouts": [lay for _, _, lay in items]}
+
+
+class GroundedTask(DiffusionTask):
+    SECTIONS = (*DiffusionTask.SECTIONS, "grounding", "planner")
+    SCHEMA: dict[str, type] = {**DiffusionTask.SCHEMA, "grounding": GroundingConfig,
+                               "planner": PlannerConfig}
+
+    def __init__(self, recipe: dict[str, Any]) -> None:
+        try:
+            grounding = dataclass_from_dict(GroundingConfig, recipe.get("grounding", {}),
+                                            section="grounding")
+            planner = dataclass_from_dict(PlannerConfig, recipe.get("planner", {}),
+                                          section="planner")
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        super().__init__({k: v for k, v in recipe.items() if k not in ("grounding", "planner")})
+        if self.text.frozen is None:
+            raise InvalidInputError("the grounded family reads the frozen MiniLM encoder: set "
+                                    "[text] kind = \"minilm\"")
+        if planner.text_dim != self.text.dim:
+            raise InvalidInputError(f"planner.text_dim must be the encoder's width {self.text.dim}")
+        unet_cfg = self.model.unet.cfg
+        self.model = GroundedModel(unet_cfg, grounding, planner)  # type: ignore[assignment]
+        self.planner_cfg = planner
+        self.phrases = PhraseCache(self.text.frozen)
+
+    def _grounded_item(self, index: int) -> Item:
+        if self.mix is not None:
+            image, caption, labels = self.mix[index]
+        else:
+            sample = self.stream[index]
+            image, caption, labels = to_tensor(sample.image), sample.caption, sample.labels()
+        return image, caption, training_layout(image, caption, labels)
+
+    def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
+        return endless_batches(self._grounded_item, _collate, start=start, rank=rank,
+                               world_size=world_size, batch_size=batch_size)
+
+    def param_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+        return {k: list(v) for k, v in model.groups().items()}  # type: ignore[operator]
+
+    def step(self, model: torch.nn.Module, batch: Any, generator: torch.Generator,
+             step: int) -> Iterator[Update]:
+        captions, layouts = list(batch["captions"]), list(batch["layouts"])
+        frozen = self.text.frozen
+        assert frozen is not None
+        # The image stage: true layouts; the prompt and its layout are dropped together.
+        drop = (torch.rand(len(captions), generator=generator) < self.cfg.caption_dropout).tolist()
+        shown = ["" if d else c for c, d in zip(captions, drop, strict=True)]
+        grounded = [[] if d else [(c[o.span[0]:o.span[1]], o.box) for o in lay]
+                    for c, lay, d in zip(captions, layouts, drop, strict=True)]
+        embeddings = iter(self.phrases([p for g in grounded for p, _ in g]))
+        layout = LayoutBatch.build([[(next(embeddings), box) for _, box in g] for g in grounded],
+                                   self.text.dim)
+        cond = GroundedCond(frozen(shown), layout)
+        loss = diffusion_loss(lambda x, t: model("image", x, t, cond), self.schedule, self.cfg,
+                              batch["images"], generator)
+        yield Update("image", loss)
+        # The layout stage: every caption, its layout as pointers and box edges.
+        enc = frozen(captions)
+        offsets = frozen.offsets(captions)
+        targets = []
+        for offs, lay in zip(offsets, layouts, strict=True):
+            objects = []
+            for o in lay:
+                tokens = token_span(offs, o.span)
+                if tokens is not None:  # a phrase cut off by the encoder's max length
+                    objects.append((*tokens, o.box))
+            targets.append(encode_targets(objects, self.planner_cfg))
+        yield Update("planner", model("planner", enc.states, enc.mask, targets))
+
+    def ema_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def pipeline(self, model: GroundedModel, extra: dict[str, Any] | None = None  # type: ignore[override]
+                 ) -> GroundedPipeline:
+        return GroundedPipeline(model, self.text, self.cfg, name=self.name, extra=extra)
+
+    def sample_grid(self, model: torch.nn.Module) -> Image.Image:
+        was_training = model.training
+        pipe = self.pipeline(model)  # type: ignore[arg-type]
+        seeds = [self.sample_seed + i for i in range(len(self.sample_prompts))]
+        out = pipe.generate(self.sample_prompts, seeds=seeds, progress=False)
+        model.train(was_training)
+        return make_grid([g.image for g in out], cols=4, scale=2)
+
+    def export(self, model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
+        extra = {"name": self.name, "training": summary, "data": self.data_summary}
+        self.pipeline(model, extra).save(path)  # type: ignore[arg-type]
