@@ -42,6 +42,16 @@ def _diffusion_recipe() -> dict[str, Any]:
     return recipe
 
 
+def _grounded_recipe() -> dict[str, Any]:
+    """The diffusion tiny recipe as a grounded one: frozen MiniLM, a one-layer layout stage."""
+    recipe = _diffusion_recipe()
+    recipe["family"] = "grounded"
+    recipe["text"] = {"kind": "minilm"}
+    recipe["grounding"] = {"channels": 4}
+    recipe["planner"] = {"width": 32, "layers": 1, "heads": 2}
+    return recipe
+
+
 def _toy_recipe() -> dict[str, Any]:
     from toy_family.task import TINY_RECIPE
 
@@ -51,9 +61,10 @@ def _toy_recipe() -> dict[str, Any]:
 
 
 # family -> a seconds-long recipe; the test below fails for a family that has none.
-TINY_RECIPES = {"diffusion": _diffusion_recipe, "toy": _toy_recipe}
+TINY_RECIPES = {"diffusion": _diffusion_recipe, "grounded": _grounded_recipe,
+                "toy": _toy_recipe}
 # family -> options that make drawing cheap (every request below passes them, by option name)
-FAST = {"diffusion": {"steps": 2}, "toy": {}}
+FAST = {"diffusion": {"steps": 2}, "grounded": {"steps": 2}, "toy": {}}
 PROMPTS = ["a red circle", "dua bintang biru", "a green square above a blue heart"]
 
 
