@@ -33,6 +33,7 @@ from gambar.evaluation.diversity import (
     per_prompt_spread,
 )
 from gambar.evaluation.fid import feature_extractor, fid_kid
+from gambar.evaluation.layout_check import render_layout
 from gambar.evaluation.suites import Suite, SuitePrompt
 from gambar.pipeline import Pipeline
 
@@ -131,6 +132,10 @@ def evaluate(pipe: Pipeline, suite: Suite, *, n: int = 4, seed: int = 0,
     images = tuple(EvalImage(p, s, g.image, judge(g.image, p.scene))
                    for (p, s), g in zip(jobs, generated, strict=True))
     pils = [e.image for e in images]
+    # A model that plans a layout first (the grounded family) records it: judge it on its own.
+    layout_ok = [judge(render_layout(g.provenance["layout"]), p.scene).correct
+                 if g.provenance.get("layout_source") == "sampled" else None
+                 for (p, _), g in zip(jobs, generated, strict=True)]
     result: dict[str, Any] = {
         "format": RESULT_FORMAT,
         "model": {"name": pipe.name, "family": pipe.family, "sha256": pipe.sha256},
@@ -145,16 +150,21 @@ def evaluate(pipe: Pipeline, suite: Suite, *, n: int = 4, seed: int = 0,
             "class_entropy": class_entropy([[o.label() for o in e.judgement.objects]
                                             for e in images if not e.prompt.held_out]),
         },
+        "layout": None if None in layout_ok else score(
+            (e.prompt.category, e.prompt.language, e.prompt.held_out, ok)
+            for e, ok in zip(images, layout_ok, strict=True)),
         "realism": None,
         "alignment": None,
         "contrastive": None,
     }
-    per_image: list[dict[str, Any]] = [{} for _ in images]
+    per_image: list[dict[str, Any]] = [
+        {} if ok is None else {"layout_correct": ok} for ok in layout_ok]
     result["diversity"]["feature"] = None
     if clip is not None:
         figures = _clip_figures(clip, images, seed)
         result["diversity"]["feature"] = figures.pop("diversity_feature")
-        per_image = figures.pop("per_image")
+        per_image = [{**a, **b} for a, b in zip(per_image, figures.pop("per_image"),
+                                                 strict=True)]
         result.update(figures)
     result["images"] = [
         {"prompt_id": e.prompt.id, "seed": e.seed, "correct": e.judgement.correct,

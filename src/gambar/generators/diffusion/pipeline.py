@@ -104,7 +104,7 @@ class DiffusionPipeline:
         self._denoise = as_denoiser(self.model, self.schedule, cfg.prediction)  # type: ignore[arg-type]
         # The class defaults, at the size the model was trained at, then what config.json sets
         # (scripts/ship_model.py --default KEY=VALUE): checked like any request.
-        self.default_options = DiffusionOptions(size=cfg.image_size).with_stored(
+        self.default_options = self.Options(size=cfg.image_size).with_stored(
             self.extra.get("defaults", {}), where="its stored defaults")
         self.check(self.default_options, {})
 

@@ -28,7 +28,7 @@ from gambar.generators.grounded.grounding import (
 )
 from gambar.generators.grounded.model import GroundedModel
 from gambar.generators.grounded.options import GroundedOptions
-from gambar.generators.grounded.planner import PlannerConfig
+from gambar.generators.grounded.planner import PlannerConfig, planner_input
 from gambar.inputs import Layout
 from gambar.model_dir import config_error, load_components, open_model_dir
 from gambar.text.base import Encoded
@@ -53,8 +53,6 @@ class GroundedPipeline(DiffusionPipeline):
         self.phrases = PhraseCache(text.frozen)
         super().__init__(model.image, text, cfg, name=name, sha256=sha256,  # type: ignore[arg-type]
                          extra=extra)
-        self.default_options = GroundedOptions(size=cfg.image_size).with_stored(
-            self.extra.get("defaults", {}), where="its stored defaults")
 
     # ---- saving and loading -------------------------------------------------------------
     def components(self) -> dict[str, torch.nn.Module]:
@@ -100,10 +98,11 @@ class GroundedPipeline(DiffusionPipeline):
         if not prompt.strip():
             return Layout(())
         frozen = self.text.frozen
-        enc = frozen([prompt])  # type: ignore[misc]
+        planner = self.grounded.planner
+        states, mask = planner_input(frozen, [prompt], planner.cfg)  # type: ignore[arg-type]
         offsets = frozen.offsets([prompt])[0]  # type: ignore[union-attr]
         rng = np.random.default_rng([seed, LAYOUT_SEED_STREAM])
-        planned = self.grounded.planner.sample(enc.states, enc.mask, rng, temperature)
+        planned = planner.sample(states, mask, rng, temperature)
         boxes = []
         for obj in planned:
             start, end = offsets[obj.start][0], offsets[obj.end][1]

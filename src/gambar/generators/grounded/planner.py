@@ -38,6 +38,12 @@ class PlannerConfig:
     heads: int = 4
     max_objects: int = 8
     bins: int = 64  # box edges are classes of 1/bins of the image side
+    # What the stage reads: "minilm" = the frozen encoder's token states; "tokens" = the same
+    # word-piece ids through an embedding and encoder learned from the captions (the ablation of
+    # MiniLM's English-centred vocabulary for Indonesian).
+    reads: str = "minilm"
+    vocab_size: int = 30522  # word pieces of MiniLM's tokenizer ("tokens" only)
+    max_tokens: int = 64
 
     def __post_init__(self) -> None:
         check_range("planner.text_dim", self.text_dim, 1, 4096)
@@ -46,6 +52,10 @@ class PlannerConfig:
         check_range("planner.heads", self.heads, 1, 16)
         check_range("planner.max_objects", self.max_objects, 1, 16)
         check_range("planner.bins", self.bins, 4, 512)
+        if self.reads not in ("minilm", "tokens"):
+            raise ValueError(f"planner.reads must be 'minilm' or 'tokens', not {self.reads!r}")
+        check_range("planner.vocab_size", self.vocab_size, 2, 1_000_000)
+        check_range("planner.max_tokens", self.max_tokens, 2, 4096)
         if self.width % self.heads:
             raise ValueError(f"planner.heads={self.heads} must divide planner.width={self.width}")
 
@@ -68,7 +78,8 @@ def to_bins(box: Sequence[float], bins: int) -> list[int]:
     """Box (x0, y0, x1, y1) in [0, 1] -> edge classes; x1/y1 name the last covered class."""
     x0, y0, x1, y1 = (float(v) for v in box)
     lo = [min(bins - 1, max(0, math.floor(v * bins))) for v in (x0, y0)]
-    hi = [min(bins - 1, max(0, math.ceil(v * bins) - 1)) for v in (x1, y1)]
+    # 1e-9: a box already on the grid (x1 = 0.29 at 100 bins) must not gain a bin to rounding
+    hi = [min(bins - 1, max(0, math.ceil(v * bins - 1e-9) - 1)) for v in (x1, y1)]
     return [lo[0], lo[1], max(hi[0], lo[0]), max(hi[1], lo[1])]
 
 
@@ -95,7 +106,14 @@ class LayoutPlanner(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.width
-        self.memory_in = nn.Linear(cfg.text_dim, w)
+        if cfg.reads == "minilm":
+            self.memory_in = nn.Linear(cfg.text_dim, w)
+        else:
+            self.embed = nn.Embedding(cfg.vocab_size, w)
+            self.position = nn.Embedding(cfg.max_tokens, w)
+            self.encoder = nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(w, cfg.heads, 4 * w, dropout=0.0, batch_first=True,
+                                           norm_first=True), 2)
         self.stop = nn.Parameter(torch.randn(w) * 0.02)
         self.bos = nn.Parameter(torch.zeros(w))
         self.field = nn.Embedding(len(FIELDS), w)
@@ -112,9 +130,17 @@ class LayoutPlanner(nn.Module):
     # ---- pieces ---------------------------------------------------------------------------
     def _memory(self, states: torch.Tensor, mask: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L + 1, W) memory with STOP first, and its (B, L + 1) validity."""
+        """(B, L + 1, W) memory with STOP first, and its (B, L + 1) validity. `states` are the
+        encoder's (B, L, D) states, or (B, L) word-piece ids when the stage reads "tokens"."""
         b = states.shape[0]
-        mem = torch.cat([self.stop.expand(b, 1, -1), self.memory_in(states.float())], dim=1)
+        if self.cfg.reads == "minilm":
+            words = self.memory_in(states.float())
+        else:
+            ids = states[:, : self.cfg.max_tokens].clamp(0, self.cfg.vocab_size - 1)
+            mask = mask[:, : self.cfg.max_tokens]
+            x = self.embed(ids) + self.position(torch.arange(ids.shape[1], device=ids.device))
+            words = self.encoder(x, src_key_padding_mask=~mask)
+        mem = torch.cat([self.stop.expand(b, 1, -1), words], dim=1)
         valid = torch.cat([mask.new_ones(b, 1), mask], dim=1)
         return mem, valid
 
@@ -185,6 +211,8 @@ class LayoutPlanner(nn.Module):
         `rng`, so a seed gives one layout whatever else is in the batch."""
         memory, valid = self._memory(states, mask)
         n_tokens = int(mask.sum())
+        if self.cfg.reads == "tokens":  # the learned encoder reads the first max_tokens only
+            n_tokens = min(n_tokens, self.cfg.max_tokens)
         values: list[int] = []
         objects: list[PlannedObject] = []
         for k in range(self.cfg.length):
@@ -217,3 +245,13 @@ class LayoutPlanner(nn.Module):
                 s, e, *edges_ = values[-6:]
                 objects.append(PlannedObject(s - 1, e - 1, from_bins(edges_, self.cfg.bins)))
         return objects
+
+
+def planner_input(encoder: nn.Module, texts: Sequence[str], cfg: PlannerConfig
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the layout stage reads for `texts`: the frozen encoder's token states, or its
+    word-piece ids (cfg.reads == "tokens"), with the (B, L) mask of real tokens."""
+    if cfg.reads == "minilm":
+        enc = encoder(list(texts))
+        return enc.states, enc.mask
+    return encoder.tokenize(list(texts))  # type: ignore[operator]

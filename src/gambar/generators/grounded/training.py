@@ -9,7 +9,7 @@ family's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,15 @@ from gambar.data.shapes import to_tensor
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.model import diffusion_loss
 from gambar.generators.diffusion.training import DiffusionTask
-from gambar.generators.grounded.grounding import GroundedCond, GroundingConfig, LayoutBatch
-from gambar.generators.grounded.grounding import PhraseCache
+from gambar.generators.grounded.grounding import (
+    GroundedCond,
+    GroundingConfig,
+    LayoutBatch,
+    PhraseCache,
+)
 from gambar.generators.grounded.model import GroundedModel
 from gambar.generators.grounded.pipeline import GroundedPipeline
-from gambar.generators.grounded.planner import PlannerConfig, encode_targets
+from gambar.generators.grounded.planner import PlannerConfig, encode_targets, planner_input
 from gambar.imaging import make_grid
 from gambar.train.task import Update
 
@@ -38,6 +42,23 @@ def token_span(offsets: list[tuple[int, int]], span: tuple[int, int]) -> tuple[i
     """First and last token (indices into the encoder's states) covering characters span."""
     hits = [i for i, (a, b) in enumerate(offsets) if b > a and a < span[1] and b > span[0]]
     return (hits[0], hits[-1]) if hits else None
+
+
+def planner_batch(encoder: torch.nn.Module, captions: Sequence[str],
+                  layouts: Sequence[Sequence[GroundedObject]], cfg: PlannerConfig
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """What the layout stage reads for `captions` and its target choice sequences."""
+    states, mask = planner_input(encoder, captions, cfg)
+    targets = []
+    for offsets, layout in zip(encoder.offsets(list(captions)), layouts,  # type: ignore[operator]
+                               strict=True):
+        objects = []
+        for o in layout:
+            tokens = token_span(offsets, o.span)
+            if tokens is not None:  # None: the phrase was cut off by the encoder's max length
+                objects.append((*tokens, o.box))
+        targets.append(encode_targets(objects, cfg))
+    return states, mask, targets
 
 
 def _collate(items: list[Item]) -> dict[str, Any]:
@@ -58,10 +79,11 @@ class GroundedTask(DiffusionTask):
                                           section="planner")
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
-        super().__init__({k: v for k, v in recipe.items() if k not in ("grounding", "planner")})
-        if self.text.frozen is None:
+        text = recipe.get("text", {})
+        if isinstance(text, dict) and text.get("kind", "minilm") != "minilm":  # before data work
             raise InvalidInputError("the grounded family reads the frozen MiniLM encoder: set "
                                     "[text] kind = \"minilm\"")
+        super().__init__({k: v for k, v in recipe.items() if k not in ("grounding", "planner")})
         if planner.text_dim != self.text.dim:
             raise InvalidInputError(f"planner.text_dim must be the encoder's width {self.text.dim}")
         unet_cfg = self.model.unet.cfg
@@ -102,17 +124,8 @@ class GroundedTask(DiffusionTask):
                               batch["images"], generator)
         yield Update("image", loss)
         # The layout stage: every caption, its layout as pointers and box edges.
-        enc = frozen(captions)
-        offsets = frozen.offsets(captions)
-        targets = []
-        for offs, lay in zip(offsets, layouts, strict=True):
-            objects = []
-            for o in lay:
-                tokens = token_span(offs, o.span)
-                if tokens is not None:  # a phrase cut off by the encoder's max length
-                    objects.append((*tokens, o.box))
-            targets.append(encode_targets(objects, self.planner_cfg))
-        yield Update("planner", model("planner", enc.states, enc.mask, targets))
+        states, mask, targets = planner_batch(frozen, captions, layouts, self.planner_cfg)
+        yield Update("planner", model("planner", states, mask, targets))
 
     def ema_target(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
