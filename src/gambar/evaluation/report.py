@@ -45,6 +45,9 @@ def headline(result: dict[str, Any]) -> list[tuple[str, Any, bool]]:
         rows.append((f"judge {lang}", _get(result, f"judge.languages.{lang}.overall"), True))
     rows += [
         ("judge held-out", _get(result, "judge.heldout.overall"), True),
+        # a model that plans a layout first: its layouts judged on their own
+        ("layout stage overall", _get(result, "layout.overall"), True),
+        ("layout stage held-out", _get(result, "layout.heldout.overall"), True),
         ("FID", _get(result, "realism.fid"), False),
         ("KID", _get(result, "realism.kid_mean"), False),
         ("CLIP score", _get(result, "alignment.clip_score.overall"), True),
@@ -180,7 +183,8 @@ def write_charts(result: dict[str, Any], folder: Path) -> dict[str, Path]:
     except ImportError:
         return {}
     folder.mkdir(parents=True, exist_ok=True)
-    series = [("judge", "judge accuracy", result.get("judge"))]
+    series = [("judge", "judge accuracy", result.get("judge")),
+              ("layout", "layout stage accuracy", result.get("layout"))]
     alignment = result.get("alignment") or {}
     series += [("clip_score", "CLIP score", alignment.get("clip_score")),
                ("r_precision", "R-precision", alignment.get("r_precision"))]
