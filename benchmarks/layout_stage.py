@@ -49,13 +49,14 @@ def judge_layouts(pipe: Any, n: int, temperature: float = 1.0) -> dict[str, Any]
     return out
 
 
-def train_planner(reads: str, budget: float, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+def train_planner(reads: str, budget: float, seed: int = 0, **planner: Any
+                  ) -> tuple[Any, dict[str, Any]]:
     """A grounded pipeline whose layout stage alone was trained for `budget` seconds."""
     from gambar.generators.grounded.pipeline import GroundedPipeline
     from gambar.generators.grounded.training import GroundedTask, planner_batch
 
     recipe = tomllib.loads(Path("configs/default-v2.toml").read_text())
-    recipe["planner"] = {**recipe.get("planner", {}), "reads": reads}
+    recipe["planner"] = {**recipe.get("planner", {}), "reads": reads, **planner}
     torch.manual_seed(seed)
     task = GroundedTask(recipe)
     planner, frozen = task.model.planner, task.text.frozen

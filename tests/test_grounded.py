@@ -40,8 +40,11 @@ from gambar.generators.grounded.pipeline import GroundedPipeline
 from gambar.generators.grounded.planner import (
     STOP,
     PlannerConfig,
+    decode_numbers,
+    encode_numbers,
     encode_targets,
     from_bins,
+    planner_input,
     to_bins,
 )
 from gambar.generators.grounded.training import token_span
@@ -178,6 +181,34 @@ def test_encode_targets_writes_pointers_then_edges_then_stop():
     assert encode_targets([], cfg) == [STOP]
 
 
+def test_relative_boxes_round_trip_within_a_bin():
+    cfg = PlannerConfig(bins=64, boxes="relative")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        boxes = []
+        for _ in range(int(rng.integers(1, 5))):
+            x, y = np.sort(rng.random(2)), np.sort(rng.random(2))
+            boxes.append((x[0], y[0], x[1], y[1]))
+        numbers = encode_numbers(boxes, cfg)
+        for slot, nums in enumerate(numbers):
+            limits = (64, 64) if slot == 0 else (128, 128)
+            assert all(0 <= n < c for n, c in zip(nums, (*limits, 64, 64), strict=True))
+        back = decode_numbers(numbers, cfg)
+        for box, got in zip(boxes, back, strict=True):
+            centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+            got_centre = ((got[0] + got[2]) / 2, (got[1] + got[3]) / 2)
+            # offsets are taken from the decoded previous centre: errors never add up
+            if 0.0 < got[0] and got[2] < 1.0:  # unless clipped at the border
+                assert abs(centre[0] - got_centre[0]) <= 1 / 64 + 1e-9
+            assert all(0.0 <= v <= 1.0 for v in got) and got[0] < got[2] and got[1] < got[3]
+    # the first object's centre is absolute, a later one's an offset: a shifted pair of boxes
+    # keeps the second object's numbers (to the bin the first centre was rounded to)
+    a = encode_numbers([(0.1, 0.1, 0.3, 0.3), (0.5, 0.1, 0.7, 0.3)], cfg)
+    b = encode_numbers([(0.2, 0.4, 0.4, 0.6), (0.6, 0.4, 0.8, 0.6)], cfg)
+    assert a[0] != b[0] and a[1][2:] == b[1][2:]
+    assert all(abs(x - y) <= 1 for x, y in zip(a[1][:2], b[1][:2], strict=True))
+
+
 def test_token_span_maps_characters_to_tokens():
     offsets = [(0, 0), (0, 1), (2, 5), (6, 12), (0, 0)]  # [CLS] a red circle [SEP]
     assert token_span(offsets, (0, 12)) == (1, 3)
@@ -220,13 +251,19 @@ def _placed(box: tuple[float, float, float, float]) -> PlacedObject:
     return PlacedObject("", "", "", 0.0, tuple(v * SIDE for v in box))  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def overfit_planner() -> tuple[GroundedPipeline, list[tuple[SceneSpec, str, str]]]:
+# The first layout stage's form, and the shipped one (relative boxes, learned word pieces too).
+PLANNERS = {"edges": {}, "relative": {"boxes": "relative", "reads": "both", "coord_features": 4,
+                                      "sentence": True}}
+
+
+@pytest.fixture(scope="module", params=sorted(PLANNERS))
+def overfit_planner(request) -> tuple[GroundedPipeline, list[tuple[SceneSpec, str, str]]]:
     """A pipeline whose layout stage was trained on OVERFIT_SCENES' captions only."""
     torch.manual_seed(0)  # module-scoped: runs before the per-test seed
     text = TextSetup.build("minilm")
     frozen = text.frozen
-    cfg = PlannerConfig(width=64, layers=2, heads=4, max_objects=4, bins=32)
+    cfg = PlannerConfig(width=64, layers=2, heads=4, max_objects=4, bins=32,
+                        **PLANNERS[request.param])
     model = GroundedModel(replace(PRESETS["unet-tiny"], text_dim=frozen.dim),
                           GroundingConfig(channels=4), cfg)
     captions = [describe_with_spans(scene, language) for scene, language in OVERFIT_SCENES]
@@ -241,8 +278,8 @@ def overfit_planner() -> tuple[GroundedPipeline, list[tuple[SceneSpec, str, str]
             targets.append(encode_targets(
                 [(*token_span(offsets[i], o.span), o.box) for o in layout], cfg))
             rows.append(i)
-    enc = frozen([c for c, _ in captions])
-    states, mask = enc.states[rows], enc.mask[rows]
+    states, mask = planner_input(frozen, [c for c, _ in captions], cfg)
+    states, mask = states[rows], mask[rows]
     planner = model.planner
     opt = torch.optim.Adam(planner.parameters(), lr=3e-3)
     for _ in range(250):
@@ -418,6 +455,23 @@ def test_the_largest_layout_is_drawn(model_dir, in_tmp):
 
 # ---------------------------------------------------------------------------------------------
 # 6. Configuration mistakes
+
+def test_a_layout_stage_run_keeps_the_image_stage_it_starts_from(model_dir, tmp_path):
+    """[init] image_from: the image stage is taken frozen, only the layout stage trains."""
+    recipe = TINY_RECIPES["grounded"]()
+    recipe["init"] = {"image_from": str(model_dir)}
+    recipe["data"]["seed"] = 5  # else its layout stage retraces the source run's exactly
+    recipe["train"]["run_dir"] = str(tmp_path / "run")
+    out = train(registry.task_factory("grounded"), recipe, progress=False)
+    before, after = gambar.load(model_dir).grounded, gambar.load(out).grounded
+    for (name, x), (_, y) in zip(before.image.state_dict().items(),
+                                 after.image.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    assert any(not torch.equal(x, y) for x, y in zip(before.planner.state_dict().values(),
+                                                     after.planner.state_dict().values(),
+                                                     strict=True))
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert "loss/planner" in log and "loss/image" not in log
 
 def test_grounding_needs_channels_or_tokens():
     with pytest.raises(ValueError, match="channels or grounding tokens"):
