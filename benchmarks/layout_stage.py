@@ -9,8 +9,9 @@ the layout stage's misses from the image stage's.
     python benchmarks/layout_stage.py --ablation --budget 300 --out layout_ablation.json
 
 --ablation trains the layout stage alone, once per variant, for the same wall time on the data
-of configs/default-v2.toml, and judges each: it reads the frozen MiniLM states ("minilm") or
-MiniLM's word-piece ids through an embedding and encoder learned from the captions ("tokens").
+of configs/default-v2.toml, and judges each (VARIANTS: box edges vs offsets from the previous
+centre; reading the frozen MiniLM states, word-piece embeddings learned from the captions, or
+both; the sentence mean at every step or not).
 Prints (and with --out writes) one JSON object.
 """
 
@@ -30,6 +31,18 @@ from gambar.evaluation.layout_check import render_layout
 from gambar.evaluation.suites import load_suite
 
 SUITES = ("shapes-core", "shapes-paraphrase")
+# name -> [planner] settings; each trained for --budget seconds (issue 18's ablation of the
+# layout stage, the frozen MiniLM vs a learned bilingual token embedding among them)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "edges/minilm": {"boxes": "edges", "reads": "minilm", "coord_features": 8},
+    "relative/minilm": {"boxes": "relative", "reads": "minilm", "coord_features": 8},
+    "relative/minilm/sentence": {"boxes": "relative", "reads": "minilm", "coord_features": 8,
+                                 "sentence": True},
+    "relative/tokens/sentence": {"boxes": "relative", "reads": "tokens", "coord_features": 8,
+                                 "sentence": True},
+    "relative/both/sentence": {"boxes": "relative", "reads": "both", "coord_features": 8,
+                               "sentence": True},
+}
 
 
 def judge_layouts(pipe: Any, n: int, temperature: float = 1.0) -> dict[str, Any]:
@@ -49,14 +62,13 @@ def judge_layouts(pipe: Any, n: int, temperature: float = 1.0) -> dict[str, Any]
     return out
 
 
-def train_planner(reads: str, budget: float, seed: int = 0, **planner: Any
-                  ) -> tuple[Any, dict[str, Any]]:
+def train_planner(budget: float, seed: int = 0, **planner: Any) -> tuple[Any, dict[str, Any]]:
     """A grounded pipeline whose layout stage alone was trained for `budget` seconds."""
     from gambar.generators.grounded.pipeline import GroundedPipeline
     from gambar.generators.grounded.training import GroundedTask, planner_batch
 
     recipe = tomllib.loads(Path("configs/default-v2.toml").read_text())
-    recipe["planner"] = {**recipe.get("planner", {}), "reads": reads, **planner}
+    recipe["planner"] = {**recipe.get("planner", {}), **planner}
     torch.manual_seed(seed)
     task = GroundedTask(recipe)
     planner, frozen = task.model.planner, task.text.frozen
@@ -73,10 +85,10 @@ def train_planner(reads: str, budget: float, seed: int = 0, **planner: Any
         torch.nn.utils.clip_grad_norm_(planner.parameters(), 1.0)
         opt.step()
         steps += 1
-        losses.append(float(loss))
-    pipe = GroundedPipeline(task.model, task.text, task.cfg, name=f"planner-{reads}")
+        losses.append(loss.item())
+    pipe = GroundedPipeline(task.model, task.text, task.cfg, name="planner-ablation")
     tail = losses[-50:]
-    return pipe, {"reads": reads, "steps": steps, "wall_time_s": round(time.monotonic() - start, 1),
+    return pipe, {"planner": planner, "steps": steps, "wall_time_s": round(time.monotonic() - start, 1),
                   "final_loss": round(sum(tail) / len(tail), 4),
                   "parameters": sum(p.numel() for p in planner.parameters())}
 
@@ -99,9 +111,11 @@ def main() -> None:
         result["layout_stage"] = judge_layouts(pipe, args.n, args.temperature)
     if args.ablation:
         result["ablation"] = {}
-        for reads in ("minilm", "tokens"):
-            pipe, info = train_planner(reads, args.budget)
-            result["ablation"][reads] = {**info, **judge_layouts(pipe, args.n, args.temperature)}
+        for name, planner in VARIANTS.items():
+            pipe, info = train_planner(args.budget, **planner)
+            result["ablation"][name] = {**info, **judge_layouts(pipe, args.n, args.temperature)}
+            print(json.dumps({name: {s: result["ablation"][name][s]["judge"]["overall"]
+                                     for s in SUITES}}), flush=True)
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text + "\n")
