@@ -62,13 +62,13 @@ def judge_layouts(pipe: Any, n: int, temperature: float = 1.0) -> dict[str, Any]
     return out
 
 
-def train_planner(budget: float, seed: int = 0, **planner: Any) -> tuple[Any, dict[str, Any]]:
+def train_planner(budget: float, seed: int = 0, **settings: Any) -> tuple[Any, dict[str, Any]]:
     """A grounded pipeline whose layout stage alone was trained for `budget` seconds."""
     from gambar.generators.grounded.pipeline import GroundedPipeline
     from gambar.generators.grounded.training import GroundedTask, planner_batch
 
     recipe = tomllib.loads(Path("configs/default-v2.toml").read_text())
-    recipe["planner"] = {**recipe.get("planner", {}), **planner}
+    recipe["planner"] = {**recipe.get("planner", {}), **settings}
     torch.manual_seed(seed)
     task = GroundedTask(recipe)
     planner, frozen = task.model.planner, task.text.frozen
@@ -88,7 +88,8 @@ def train_planner(budget: float, seed: int = 0, **planner: Any) -> tuple[Any, di
         losses.append(loss.item())
     pipe = GroundedPipeline(task.model, task.text, task.cfg, name="planner-ablation")
     tail = losses[-50:]
-    return pipe, {"planner": planner, "steps": steps, "wall_time_s": round(time.monotonic() - start, 1),
+    return pipe, {"planner": settings, "steps": steps,
+                  "wall_time_s": round(time.monotonic() - start, 1),
                   "final_loss": round(sum(tail) / len(tail), 4),
                   "parameters": sum(p.numel() for p in planner.parameters())}
 
