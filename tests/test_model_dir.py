@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ from gambar.schedule import NoiseSchedule
 from helpers_models import make_tiny_pipeline
 
 # Recorded in the provenance of every image made with the built-in model; --replay compares it.
-DEFAULT_MODEL_SHA256 = "33a29ac6b3fc880e93cf8aec0d82935c5f9b802834e900162025b9286b43cad0"
+DEFAULT_MODEL_SHA256 = "784d35a9806eb07e9a2b763f1c5f37fceb69991f89982e5a8b0aced7bc9f08c6"
 
 
 @pytest.fixture
@@ -253,9 +254,19 @@ def test_a_directory_saved_before_components_loads_as_one_model(tmp_path):
         load_components(path, {"model": fresh, "a": nn.Linear(1, 1)})
 
 
+V1_DIR = Path(__file__).resolve().parents[1] / "models" / "default-v1"
+V1_SHA256 = "33a29ac6b3fc880e93cf8aec0d82935c5f9b802834e900162025b9286b43cad0"
+
+
 def test_the_default_model_keeps_its_hash_and_loads():
-    assert "components" not in read_config(builtin_models()["default"])  # saved before them
+    assert read_config(builtin_models()["default"])["components"] == {
+        "model": "model.safetensors", "planner": "planner.safetensors"}
     assert gambar.load("default").sha256 == DEFAULT_MODEL_SHA256
+
+
+def test_v1_saved_before_components_still_loads_by_path_with_its_hash():
+    assert "components" not in read_config(V1_DIR)
+    assert gambar.load(str(V1_DIR)).sha256 == V1_SHA256
 
 
 def test_a_new_save_lists_its_component(model):
