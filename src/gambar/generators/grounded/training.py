@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from gambar.config import dataclass_from_dict
 from gambar.data.batches import endless_batches
@@ -33,7 +31,6 @@ from gambar.generators.grounded.grounding import (
 from gambar.generators.grounded.model import GroundedModel
 from gambar.generators.grounded.pipeline import GroundedPipeline
 from gambar.generators.grounded.planner import PlannerConfig, encode_targets, planner_input
-from gambar.imaging import make_grid
 from gambar.train.task import Update
 
 Item = tuple[torch.Tensor, str, tuple[GroundedObject, ...]]
@@ -174,15 +171,3 @@ class GroundedTask(DiffusionTask):
     def pipeline(self, model: GroundedModel, extra: dict[str, Any] | None = None  # type: ignore[override]
                  ) -> GroundedPipeline:
         return GroundedPipeline(model, self.text, self.cfg, name=self.name, extra=extra)
-
-    def sample_grid(self, model: torch.nn.Module) -> Image.Image:
-        was_training = model.training
-        pipe = self.pipeline(model)  # type: ignore[arg-type]
-        seeds = [self.sample_seed + i for i in range(len(self.sample_prompts))]
-        out = pipe.generate(self.sample_prompts, seeds=seeds, progress=False)
-        model.train(was_training)
-        return make_grid([g.image for g in out], cols=4, scale=2)
-
-    def export(self, model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
-        extra = {"name": self.name, "training": summary, "data": self.data_summary}
-        self.pipeline(model, extra).save(path)  # type: ignore[arg-type]
