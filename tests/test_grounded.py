@@ -50,6 +50,7 @@ from gambar.generators.grounded.planner import (
 from gambar.generators.grounded.training import token_span
 from gambar.inputs import MAX_LAYOUT_OBJECTS, Layout
 from gambar.provenance import read_provenance
+from gambar.text.frozen import load_frozen_minilm
 from gambar.text.setup import TextSetup
 from gambar.train.loop import train
 from test_contract import FAST, TINY_RECIPES
@@ -480,6 +481,34 @@ def test_grounding_needs_channels_or_tokens():
         GroundingConfig(channels=1)
     GroundingConfig(channels=0, tokens=True)  # tokens alone are a grounding
     GroundingConfig(channels=4, tokens=False)  # and so are channels alone
+    with pytest.raises(ValueError, match="grounding.phrase must be one of sentence, words"):
+        GroundingConfig(phrase="letters")
+
+
+def test_word_bag_phrases_are_their_words_in_any_order():
+    """`phrase = "words"` embeds a phrase as its words alone: order and context do not count,
+    so an unseen colour-shape pair moves by the same step as a seen one."""
+    from gambar.generators.grounded.grounding import PhraseCache
+
+    words = PhraseCache(load_frozen_minilm(), "words")
+    sentence = PhraseCache(load_frozen_minilm(), "sentence")
+    a, b = words(["a purple star", "star purple a"])
+    assert torch.allclose(a, b) and torch.allclose(a.norm(), torch.tensor(1.0))
+    s_a, s_b = sentence(["a purple star", "star purple a"])
+    assert not torch.allclose(s_a, s_b) and not torch.allclose(a, s_a)
+    ps, pc, rs, rc = words(["a purple star", "a purple circle", "a red star", "a red circle"])
+    step = torch.nn.functional.cosine_similarity(ps - pc, rs - rc, dim=0)
+    assert step > 0.99
+
+
+def test_the_phrase_embedding_is_saved_with_the_model(tmp_path):
+    recipe = TINY_RECIPES["grounded"]()
+    recipe["grounding"] = {**recipe.get("grounding", {}), "phrase": "words"}
+    recipe["train"]["run_dir"] = str(tmp_path / "run")
+    recipe["train"]["steps"] = 1
+    loaded = gambar.load(train(registry.task_factory("grounded"), recipe, progress=False))
+    assert loaded.phrases.mode == "words"
+    assert loaded.grounded.image.grounding.cfg.phrase == "words"
 
 
 @pytest.mark.parametrize(("change", "message"), [

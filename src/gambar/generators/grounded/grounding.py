@@ -1,9 +1,10 @@
 """Grounding a layout in the image stage: each object's phrase embedding and box, as painted
 layout channels (GauGAN/Make-A-Scene-style maps) and/or GLIGEN grounding tokens.
 
-Phrases are embedded by the frozen MiniLM's pooled sentence vector, so a layout the user writes
-("a red circle" in a box) and one the layout stage samples (a span of the prompt) reach the image
-stage the same way.
+Phrases are embedded by the frozen MiniLM, so a layout the user writes ("a red circle" in a box)
+and one the layout stage samples (a span of the prompt) reach the image stage the same way: either
+its pooled sentence vector, or the mean of its input word-piece embeddings (a bag of words, so a
+colour-shape pair never seen together is still the sum of parts that were).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from torch import nn
 from gambar.config import check_range
 from gambar.text.base import Encoded
 
+PHRASE_EMBEDDINGS = ("sentence", "words")
+
 
 @dataclass(frozen=True)
 class GroundingConfig:
@@ -26,8 +29,12 @@ class GroundingConfig:
     channels: int = 16  # painted layout channels (1 box mask + channels - 1 features); 0 = none
     tokens: bool = True  # GLIGEN grounding tokens appended to the cross-attention context
     fourier: int = 8  # frequencies per box coordinate in a grounding token
+    phrase: str = "sentence"  # "sentence": pooled MiniLM states; "words": mean word-piece embedding
 
     def __post_init__(self) -> None:
+        if self.phrase not in PHRASE_EMBEDDINGS:
+            raise ValueError(f"grounding.phrase must be one of {', '.join(PHRASE_EMBEDDINGS)}, "
+                             f"got {self.phrase!r}")
         check_range("grounding.channels", self.channels, 0, 128)
         check_range("grounding.fourier", self.fourier, 1, 64)
         if self.channels == 1:
@@ -136,11 +143,24 @@ class Grounding(nn.Module):
                 torch.cat([text.mask, layout.valid], dim=1))
 
 
-class PhraseCache:
-    """Phrase -> pooled embedding of the frozen encoder, memoised (training repeats phrases)."""
+def word_bag(encoder: nn.Module, phrases: Sequence[str]) -> torch.Tensor:
+    """(N, D) unit-norm mean of each phrase's input word-piece embeddings ([CLS]/[SEP] left out):
+    no context mixes the words, so the embedding of "a purple star" is that of its parts."""
+    ids, mask = encoder.tokenize(phrases)  # type: ignore[operator]
+    table = encoder.model.embeddings.word_embeddings.weight  # type: ignore[union-attr]
+    special = torch.tensor(encoder.tokenizer.all_special_ids)  # type: ignore[union-attr]
+    keep = (mask & ~torch.isin(ids, special)).to(table.dtype).unsqueeze(-1)
+    with torch.no_grad():
+        summed = (table[ids.to(table.device)] * keep.to(table.device)).sum(1)
+    return torch.nn.functional.normalize(summed.float(), dim=-1)
 
-    def __init__(self, encoder: nn.Module, limit: int = 200_000) -> None:
-        self.encoder, self.limit = encoder, limit
+
+class PhraseCache:
+    """Phrase -> embedding by the frozen encoder (`mode` as GroundingConfig.phrase), memoised
+    (training repeats phrases)."""
+
+    def __init__(self, encoder: nn.Module, mode: str = "sentence", limit: int = 200_000) -> None:
+        self.encoder, self.mode, self.limit = encoder, mode, limit
         self.cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, phrases: Sequence[str]) -> list[torch.Tensor]:
@@ -148,6 +168,7 @@ class PhraseCache:
         if missing:
             if len(self.cache) + len(missing) > self.limit:
                 self.cache.clear()
-            pooled = self.encoder(missing).pooled.float()
-            self.cache.update(zip(missing, pooled, strict=True))
+            vectors = (word_bag(self.encoder, missing) if self.mode == "words"
+                       else self.encoder(missing).pooled.float())
+            self.cache.update(zip(missing, vectors, strict=True))
         return [self.cache[p] for p in phrases]

@@ -50,7 +50,7 @@ class GroundedPipeline(DiffusionPipeline):
         if text.frozen is None:
             raise InvalidInputError("a grounded model needs the frozen MiniLM text encoder")
         self.grounded = model.eval()
-        self.phrases = PhraseCache(text.frozen)
+        self.phrases = PhraseCache(text.frozen, model.image.grounding.cfg.phrase)
         super().__init__(model.image, text, cfg, name=name, sha256=sha256,  # type: ignore[arg-type]
                          extra=extra)
 

@@ -98,7 +98,7 @@ class GroundedTask(DiffusionTask):
         unet_cfg = self.model.unet.cfg
         self.model = GroundedModel(unet_cfg, grounding, planner)  # type: ignore[assignment]
         self.planner_cfg = planner
-        self.phrases = PhraseCache(self.text.frozen)
+        self.phrases = PhraseCache(self.text.frozen, grounding.phrase)
         self.planner_only = bool(init.image_from)
         if self.planner_only:
             self._take_image_stage(init.image_from)
