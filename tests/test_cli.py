@@ -304,6 +304,24 @@ def test_option_and_input_mistakes_are_one_line(tiny_model_dir, in_tmp, capsys, 
     assert not (in_tmp / "outputs").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--init", "init.png", "--mask", "small.png"], "mask is 16x16 but the init image 32x32"),
+        (["--init", "notes.txt"], "--init notes.txt: not an image"),
+        (["--init", "init.png", "--strength", "1.5"], "strength must be between 0 and 1"),
+        (["--init", "init.png", "--strength", "-0.1"], "strength must be between 0 and 1"),
+    ],
+)
+def test_img2img_input_mistakes_are_one_line(tiny_model_dir, in_tmp, capsys, args, message):
+    Image.new("RGB", (32, 32), "red").save(in_tmp / "init.png")
+    Image.new("L", (16, 16), 255).save(in_tmp / "small.png")
+    (in_tmp / "notes.txt").write_text("not a picture")
+    assert gen(tiny_model_dir, "a red circle", *args) == 2
+    assert message in one_line_error(capsys)
+    assert not (in_tmp / "outputs").exists()
+
+
 def test_option_flags_come_from_the_families_options(capsys):
     from gambar.generators.diffusion.options import DiffusionOptions
 

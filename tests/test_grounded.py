@@ -387,6 +387,20 @@ def test_a_seed_gives_one_layout_at_any_batch_size(pipe):
     assert pipe.plan(PROMPT, 5) != pipe.plan(PROMPT, 6)  # and seeds differ
 
 
+def test_img2img_at_strength_zero_and_one_holds_for_the_grounded_family(pipe):
+    """The subclass draws through DiffusionPipeline's loop: strength 0 is the init image,
+    strength 1 the image drawn without it (the layout kept in both)."""
+    layout = Layout.from_json(GIVEN)
+    (plain,) = pipe.generate([PROMPT], seeds=[4], inputs={"layout": layout}, progress=False,
+                             steps=STEPS)
+    init = Image.effect_noise(plain.image.size, 64).convert("RGB")
+    for strength, expected in ((0.0, init), (1.0, plain.image)):
+        (gen,) = pipe.generate([PROMPT], seeds=[4], inputs={"layout": layout, "init": init},
+                               strength=strength, progress=False, steps=STEPS)
+        assert np.array_equal(pixels(gen.image), pixels(expected)), strength
+        assert gen.provenance["layout"] == GIVEN and gen.provenance["strength"] == strength
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)

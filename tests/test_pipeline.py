@@ -190,9 +190,33 @@ def test_img2img_runs_only_the_redrawn_share_of_the_steps(pipe):
     pipe.generate(["a red circle"], seeds=[1], steps=10, strength=0.3,
                   inputs={"init": _init_image(pipe)}, progress=lambda d, t: seen.append(t))
     assert set(seen) == {3}
-    with pytest.raises(InvalidInputError, match="redraws nothing"):
-        pipe.generate(["a red circle"], seeds=[1], steps=3, strength=0.2,
-                      inputs={"init": _init_image(pipe)}, progress=False)
+
+
+@pytest.mark.parametrize(("steps", "strength"), [(4, 0.0), (3, 0.2)])  # 0.2 x 3 rounds to 0
+def test_img2img_that_redraws_no_step_returns_the_init_image(pipe, steps, strength):
+    from gambar.generators.diffusion.pipeline import _from_image
+    from gambar.tensors import to_image
+
+    # Not square and not the model's size: the answer is the init image as the model reads it.
+    rng = np.random.default_rng(0)
+    init = Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8), "RGB")
+    seen = []
+    (gen,) = pipe.generate(["a red circle"], seeds=[1], steps=steps, strength=strength,
+                           inputs={"init": init}, progress=lambda d, t: seen.append(d))
+    assert np.array_equal(pixels(gen), np.asarray(to_image(_from_image(init, 32, "RGB")),
+                                                  dtype=np.int16))
+    assert seen == []  # nothing sampled
+    assert gen.provenance["strength"] == strength
+    assert gen.provenance["inputs"] == {"init": digest(init)}
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp", "ddpm"])
+def test_img2img_at_strength_one_ignores_the_init_image(pipe, sampler):
+    plain = pipe.generate(["three blue stars"], seeds=[5], steps=4, sampler=sampler,
+                          progress=False)[0]
+    (redrawn,) = pipe.generate(["three blue stars"], seeds=[5], steps=4, sampler=sampler,
+                               strength=1.0, inputs={"init": _init_image(pipe)}, progress=False)
+    assert np.array_equal(pixels(redrawn), pixels(plain))
 
 
 def test_inpainting_keeps_the_unmasked_pixels_exactly(pipe):

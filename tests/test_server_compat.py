@@ -1,11 +1,14 @@
 """The OpenAI and AUTOMATIC1111 dialects, driven by the real clients from PyPI."""
 
 import base64
+import io
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from gambar.inputs import digest, normalize
 from helpers_server import live_server, need, png_provenance, served_models  # noqa: F401
 
 need("fastapi")
@@ -189,3 +192,155 @@ def test_a1111_progress_and_interrupt(server):
         assert s["state"] == "cancelled"
         assert [x["name"] for x in c.get("/sdapi/v1/schedulers").json()] == ["automatic"]
         assert c.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+
+
+# ---- AUTOMATIC1111 img2img --------------------------------------------------------------
+def _a1111_init(served_models, seed=21):  # noqa: F811
+    """A 32x32 (the tiny model's own size) image to start from: nothing resizes it."""
+    return served_models["tiny"].generate(["a red circle"], seeds=[seed], steps=3,
+                                          progress=False)[0].image
+
+
+def _right_half(size=(32, 32)):
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (size[0] // 2, 0, *size))
+    return mask
+
+
+def _rgb(image):
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_a1111_img2img_draws_what_the_pipeline_draws(a1111, served_models):  # noqa: F811
+    init = _a1111_init(served_models)
+    # webuiapi's defaults: "Euler a" (ddim, eta 1), cfg 7, resize_mode 0, mask_blur 4 ...
+    res = a1111.img2img(images=[init], prompt="three blue stars", denoising_strength=0.5,
+                        seed=7, steps=4, width=32, height=32)
+    assert res.image.size == (32, 32) and res.info["denoising_strength"] == 0.5
+    assert "Denoising strength: 0.5" in res.info["infotexts"][0]
+    direct = served_models["tiny"].generate(["three blue stars"], seeds=[7], steps=4,
+                                            guidance=7.0, sampler="ddim", eta=1.0, strength=0.5,
+                                            inputs={"init": init}, progress=False)[0]
+    assert np.array_equal(_rgb(res.image), _rgb(direct.image))
+    _, prov = png_provenance(base64.b64decode(res.json["images"][0]))
+    assert prov["strength"] == 0.5 and prov["inputs"] == {"init": digest(init)}
+    assert res.info["gambar"]["inputs"] == {"init": digest(init)}
+    assert res.parameters["init_images"] is None  # echoed only with include_init_images
+    # The client's default 512x512 is drawn at 32 and resized, as txt2img does.
+    big = a1111.img2img(images=[init], prompt="three blue stars", seed=7, steps=2)
+    assert big.image.size == (512, 512) and big.info["gambar"]["resized_to"] == "512x512"
+
+
+def test_a1111_img2img_strength_zero_is_the_init_image_and_one_ignores_it(
+        a1111, served_models):  # noqa: F811
+    from gambar.generators.diffusion.pipeline import _from_image
+    from gambar.tensors import to_image
+
+    init = _a1111_init(served_models)
+    kept = a1111.img2img(images=[init], prompt="three blue stars", denoising_strength=0.0,
+                         seed=3, steps=4, width=32, height=32)
+    assert np.array_equal(_rgb(kept.image), _rgb(init))
+    # Not square, cropped (resize_mode 1): the init image as the model reads it.
+    wide = Image.effect_noise((48, 40), 60).convert("RGB")
+    cropped = a1111.img2img(images=[wide], prompt="a red circle", denoising_strength=0.0,
+                            resize_mode=1, seed=3, steps=4, width=32, height=32)
+    assert np.array_equal(_rgb(cropped.image), _rgb(to_image(_from_image(wide, 32, "RGB"))))
+    redrawn = a1111.img2img(images=[init], prompt="three blue stars", denoising_strength=1.0,
+                            seed=3, steps=4, width=32, height=32)
+    plain = a1111.txt2img(prompt="three blue stars", seed=3, steps=4, width=32, height=32)
+    assert np.array_equal(_rgb(redrawn.image), _rgb(plain.image))
+
+
+def test_a1111_inpainting_keeps_the_pixels_outside_the_mask(a1111, served_models):  # noqa: F811
+    init, mask = _a1111_init(served_models), _right_half()
+    res = a1111.img2img(images=[init], mask_image=mask, prompt="three blue stars",
+                        denoising_strength=1.0, seed=8, steps=4, width=32, height=32,
+                        inpaint_full_res=False, mask_blur=0)
+    out, base = _rgb(res.image), _rgb(init)
+    assert np.abs(out[:, :16] - base[:, :16]).max() <= 2  # within 2/255 outside the mask
+    assert np.abs(out[:, 16:] - base[:, 16:]).max() > 10  # redrawn inside
+    assert set(res.info["gambar"]["inputs"]) == {"init", "mask"}
+    assert "Mask blur: 0" in res.info["infotexts"][0]
+    # A1111's default blur and fill: pixels beyond the blur's reach are kept all the same,
+    # and the prepared inputs the model drew from come back (their digests in provenance).
+    soft = a1111.img2img(images=[init], mask_image=mask, prompt="three blue stars",
+                         denoising_strength=0.6, seed=8, steps=4, width=32, height=32,
+                         inpaint_full_res=False)
+    assert np.abs(_rgb(soft.image)[:, :2] - base[:, :2]).max() <= 2
+    prepared = soft.info["gambar"]["prepared_inputs"]
+    _, prov = png_provenance(base64.b64decode(soft.json["images"][0]))
+    assert prov["inputs"] == {
+        name: digest(normalize(name, Image.open(io.BytesIO(base64.b64decode(b)))))
+        for name, b in prepared.items()}
+    # inpainting_mask_invert swaps what is kept: now the right half stays.
+    flipped = a1111.img2img(images=[init], mask_image=mask, prompt="three blue stars",
+                            denoising_strength=1.0, seed=8, steps=4, width=32, height=32,
+                            inpaint_full_res=False, mask_blur=0, inpainting_mask_invert=1)
+    assert np.abs(_rgb(flipped.image)[:, 16:] - base[:, 16:]).max() <= 2
+
+
+def _png_b64(image):
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"init_images": ["not base64!"]}, "init_images[0] is not valid base64"),
+    ({"init_images": [base64.b64encode(b"hello").decode()]}, "init_images[0]: not an image"),
+    ({"init_images": []}, "init_images holds 0 images"),
+    ({"init_images": ["A", "B"]}, "init_images holds 2 images"),
+    ({"mask": "small"}, "the mask is 16x16 but init_images[0] 32x32"),
+    ({"mask": "half", "inpaint_full_res": True}, "inpaint_full_res"),  # "Only masked"
+    ({"mask": "half", "inpainting_fill": 2}, "inpainting_fill"),
+    ({"denoising_strength": 1.5}, "denoising_strength"),
+    ({"denoising_strength": -0.1}, "denoising_strength"),
+    ({"init_images": ["wide"], "resize_mode": 2}, "resize_mode=2"),
+    ({"initial_noise_multiplier": 0.5}, "initial_noise_multiplier"),
+    ({"enable_hr": True}, "enable_hr"),
+])
+def test_a1111_img2img_refuses_bad_input_in_one_line(server, served_models,  # noqa: F811
+                                                     change, words):
+    images = {"init": _a1111_init(served_models), "small": Image.new("L", (16, 16), 255),
+              "half": _right_half(), "wide": Image.new("RGB", (48, 40), "red")}
+    body = {"prompt": "a red circle", "steps": 2, "init_images": ["init"],
+            "inpaint_full_res": False, **change}
+    body["init_images"] = [_png_b64(images[i]) if i in images else i
+                           for i in body["init_images"]]
+    if "mask" in body:
+        body["mask"] = _png_b64(images[body["mask"]])
+    r = httpx.post(server.url + "/sdapi/v1/img2img", json=body,
+                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert words in error and "\n" not in error
+
+
+def test_a1111_img2img_takes_a_data_url_and_echoes_inputs_when_asked(
+        server, served_models):  # noqa: F811
+    init = _a1111_init(served_models)
+    body = {"prompt": "a red circle", "steps": 2, "seed": 4, "denoising_strength": 0.0,
+            "init_images": ["data:image/png;base64," + _png_b64(init)],
+            "include_init_images": True, "width": 32, "height": 32}
+    r = httpx.post(server.url + "/sdapi/v1/img2img", json=body,
+                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    image, _ = png_provenance(base64.b64decode(r.json()["images"][0]))
+    assert np.array_equal(_rgb(image), _rgb(init))
+    assert r.json()["parameters"]["init_images"] == body["init_images"]
+
+
+def test_a1111_inpainting_replays_from_the_prepared_inputs(a1111, tiny_model_dir, tmp_path):
+    from gambar.cli import main
+
+    init = Image.effect_noise((40, 40), 60).convert("RGB")  # cropped and resized to 32
+    mask = _right_half((40, 40))
+    res = a1111.img2img(images=[init], mask_image=mask, prompt="a red circle", seed=5, steps=3,
+                        denoising_strength=0.6, width=32, height=32, inpaint_full_res=False)
+    (tmp_path / "out.png").write_bytes(base64.b64decode(res.json["images"][0]))
+    for name, data in res.info["gambar"]["prepared_inputs"].items():
+        (tmp_path / f"{name}.png").write_bytes(base64.b64decode(data))
+    assert main(["generate", "--model", str(tiny_model_dir), "--replay", str(tmp_path / "out.png"),
+                 "--init", str(tmp_path / "init.png"), "--mask", str(tmp_path / "mask.png"),
+                 "-o", str(tmp_path / "again.png"), "-q"]) == 0
+    assert np.array_equal(_rgb(Image.open(tmp_path / "again.png")), _rgb(res.image))

@@ -193,6 +193,12 @@ def decode_input(name: str, value: Any) -> Image.Image | Layout:
     where = f"input {name!r}"
     if name == "layout":
         return Layout.from_json(value, where)
+    return normalize(name, open_image(decode_base64(value, where), where,
+                                      max_pixels=MAX_INPUT_PIXELS))
+
+
+def decode_base64(value: Any, where: str) -> bytes:
+    """The bytes of a base64 image in a request body, bare or as a data: URL."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{where} must be a base64-encoded image")
     text = value
@@ -201,7 +207,6 @@ def decode_input(name: str, value: Any) -> Image.Image | Layout:
         if not comma:
             raise InvalidInputError(f"{where} is a data: URL without its base64 content")
     try:
-        data = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInputError(f"{where} is not valid base64") from None
-    return normalize(name, open_image(data, where, max_pixels=MAX_INPUT_PIXELS))

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 import gambar
-from gambar.server import compat_a1111, compat_openai, routes
+from gambar.server import compat_a1111, compat_a1111_img2img, compat_openai, routes
 from gambar.server.auth import CHALLENGE, authorized
 from gambar.server.body_limit import BodyLimit
 from gambar.server.errors import error_response, install_error_handlers
@@ -105,6 +105,7 @@ def create_app(service: JobService) -> FastAPI:
     app.include_router(routes.open_router)
     app.include_router(compat_openai.openai_router(service.pipelines))
     app.include_router(compat_a1111.router)
+    app.include_router(compat_a1111_img2img.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

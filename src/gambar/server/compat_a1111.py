@@ -1,5 +1,6 @@
 """The AUTOMATIC1111 dialect: POST /sdapi/v1/txt2img and the read-only endpoints clients call
-first, so that `webuiapi.WebUIApi(host="127.0.0.1", port=8000)` works unchanged.
+first, so that `webuiapi.WebUIApi(host="127.0.0.1", port=8000)` works unchanged (img2img, which
+shares this file's helpers: compat_a1111_img2img.py).
 
 Options a client sends with their "off" values (enable_hr false, denoising_strength without
 hires fix, restore_faces false, empty styles and scripts ...) are accepted; the same options
@@ -21,6 +22,7 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -162,7 +164,8 @@ def _sampler(body: Txt2ImgRequest, default: str, choices: tuple[str, ...]
     return name, sampler, eta
 
 
-def _options(body: Txt2ImgRequest, pipe: Pipeline) -> tuple[str | None, dict[str, Any]]:
+def sampling_changes(body: Txt2ImgRequest, pipe: Pipeline
+                     ) -> tuple[str | None, dict[str, Any]]:
     """(A1111 sampler name or None, gambar option changes) for the request and this model."""
     names = set(pipe.Options.names())
     changes: dict[str, Any] = {}
@@ -186,7 +189,7 @@ def _options(body: Txt2ImgRequest, pipe: Pipeline) -> tuple[str | None, dict[str
     return name, changes
 
 
-def _check_honourable(body: Txt2ImgRequest) -> str | None:
+def check_honourable(body: Txt2ImgRequest, inert: tuple[str, ...] = INERT) -> str | None:
     """Refuse options that would change the image; returns a model named in override_settings."""
     off = "gambar cannot do it"
     require("enable_hr", body.enable_hr, (), "gambar has no hires-fix (img2img) pass; ask "
@@ -218,46 +221,41 @@ def _check_honourable(body: Txt2ImgRequest) -> str | None:
     for key, value in settings.items():
         if not is_off(value):
             raise InvalidInputError(f"override_settings.{shown(key)} is not supported by gambar")
-    reject_unknown(body.model_extra, ignored=INERT)
+    reject_unknown(body.model_extra, ignored=inert)
     return model
 
 
-def _model_name(asked: str | None) -> str | None:
+def model_name(asked: str | None) -> str | None:
     """A1111 titles look like 'name [hash]'; accept them as well as bare names."""
     return asked.split(" [")[0] if asked else None
 
 
-def _infotext(job: Job, a1111_sampler: str | None, side: int, sha: str) -> str:
+def _infotext(job: Job, a1111_sampler: str | None, side: int, sha: str,
+              extra: Mapping[str, Any]) -> str:
     """A1111's one-paragraph parameters text, which its PNG Info tab and other tools parse;
-    the sampling parts only for options the model has."""
+    the sampling parts only for options the model has, then `extra` ("Denoising strength")."""
     s, o = job.spec, job.spec.options
     neg = f"\nNegative prompt: {o['negative_prompt']}" if o.get("negative_prompt") else ""
     parts = [f"Steps: {o['steps']}"] if "steps" in o else []
     parts += [f"Sampler: {a1111_sampler}"] if a1111_sampler else []
     parts += [f"CFG scale: {o['guidance']:g}"] if "guidance" in o else []
     parts += [f"Seed: {s.seeds[0]}", f"Size: {side}x{side}", f"Model hash: {sha[:10]}",
-              f"Model: {s.model}", f"Version: gambar {gambar.__version__}"]
+              f"Model: {s.model}", *(f"{k}: {v}" for k, v in extra.items()),
+              f"Version: gambar {gambar.__version__}"]
     return f"{s.prompt}{neg}\n{', '.join(parts)}"
 
 
-@router.post("/txt2img", summary="Text to image (AUTOMATIC1111 API)")
-async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
-    """Draw batch_size x n_iter images; answer base64 PNGs, the parameters and an info JSON."""
-    service: JobService = request.app.state.service
-    model, pipe = service.model(_model_name(_check_honourable(body)))
-    native = native_size(model, pipe)
-    # One side given: a square of it (gambar draws squares); none: the model's native size.
-    side = square_side(body.width or body.height or native, body.height or body.width or native)
-    a1111_sampler, changes = _options(body, pipe)
-    n = body.batch_size * body.n_iter
-    spec = service.make_spec(
-        prompt=body.prompt, n=n, seed=None if body.seed == -1 else body.seed, model=model,
-        options=changes, output_size=output_size(native, side))
-    job = await run_to_end(request, spec)
-    pngs = await asyncio.to_thread(read_pngs, service, job) if body.send_images else []
+def info_json(body: Txt2ImgRequest, job: Job, pipe: Pipeline, a1111_sampler: str | None,
+              side: int, native: int, *, denoising_strength: float | None = None,
+              extra_params: Mapping[str, Any] | None = None,
+              gambar_extra: Mapping[str, Any] | None = None) -> str:
+    """The response's `info`: A1111's JSON string (seeds, sizes, infotexts ...) with gambar's
+    own part (job id, options, resizing) under "gambar"."""
     s, o = job.spec, job.spec.options
+    n = len(s.seeds)
     negative = o.get("negative_prompt", "")
-    infotexts = [_infotext(job, a1111_sampler, side, pipe.sha256)] * n
+    extra = dict(extra_params or {})
+    infotexts = [_infotext(job, a1111_sampler, side, pipe.sha256, extra)] * n
     info = {
         "prompt": s.prompt, "all_prompts": [s.prompt] * n,
         "negative_prompt": negative, "all_negative_prompts": [negative] * n,
@@ -267,19 +265,49 @@ async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
         "cfg_scale": o.get("guidance"), "steps": o.get("steps"),
         "batch_size": body.batch_size, "restore_faces": False,
         "sd_model_name": s.model, "sd_model_hash": pipe.sha256[:10], "seed_resize_from_w": -1,
-        "seed_resize_from_h": -1, "denoising_strength": None, "extra_generation_params": {},
-        "index_of_first_image": 0, "infotexts": infotexts, "styles": [],
-        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
+        "seed_resize_from_h": -1, "denoising_strength": denoising_strength,
+        "extra_generation_params": extra, "index_of_first_image": 0, "infotexts": infotexts,
+        "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
         "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "version": f"gambar {gambar.__version__}",
         "gambar": {"job_id": job.id, "family": pipe.family, "options": o,
-                   "model_sha256": pipe.sha256, **resize_info(native, s.output_size)},
+                   "model_sha256": pipe.sha256, **resize_info(native, s.output_size),
+                   **(gambar_extra or {})},
     }
-    return {"images": [base64.b64encode(p).decode("ascii") for p in pngs],
-            # The declared fields only: the extras that got here are inert, and echoing them
-            # would send back whatever a client nested in them.
-            "parameters": body.model_dump(exclude=set(body.model_extra or ())),
-            "info": json.dumps(info)}
+    return json.dumps(info)
+
+
+def declared(body: BaseModel) -> dict[str, Any]:
+    """The request's declared fields, echoed as A1111's `parameters`: the extras that got here
+    are inert, and echoing them would send back whatever a client nested in them."""
+    return body.model_dump(exclude=set(body.model_extra or ()))
+
+
+def b64(pngs: list[bytes]) -> list[str]:
+    return [base64.b64encode(p).decode("ascii") for p in pngs]
+
+
+@router.post("/txt2img", summary="Text to image (AUTOMATIC1111 API)")
+async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
+    """Draw batch_size x n_iter images; answer base64 PNGs, the parameters and an info JSON."""
+    service: JobService = request.app.state.service
+    model, pipe = service.model(model_name(check_honourable(body)))
+    native = native_size(model, pipe)
+    side = requested_side(body, native)
+    a1111_sampler, changes = sampling_changes(body, pipe)
+    spec = service.make_spec(
+        prompt=body.prompt, n=body.batch_size * body.n_iter,
+        seed=None if body.seed == -1 else body.seed, model=model, options=changes,
+        output_size=output_size(native, side))
+    job = await run_to_end(request, spec)
+    pngs = await asyncio.to_thread(read_pngs, service, job) if body.send_images else []
+    return {"images": b64(pngs), "parameters": declared(body),
+            "info": info_json(body, job, pipe, a1111_sampler, side, native)}
+
+
+def requested_side(body: Txt2ImgRequest, native: int) -> int:
+    """One side given: a square of it (gambar draws squares); none: the model's native size."""
+    return square_side(body.width or body.height or native, body.height or body.width or native)
 
 
 @router.get("/sd-models", summary="Models (A1111 format)")

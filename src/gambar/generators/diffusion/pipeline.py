@@ -163,10 +163,7 @@ class DiffusionPipeline:
         arithmetic, and a mask's init image."""
         self._check_size(options.size)
         self.schedule.timesteps(options.steps)  # at most T steps
-        if "init" in inputs and int(options.steps * options.strength) == 0:
-            raise InvalidInputError(
-                f"strength {options.strength:g} with {options.steps} steps redraws nothing; raise "
-                "the strength or the steps")
+        # A strength that rounds to no steps is allowed: it returns the init image (generate).
         if "mask" in inputs:
             if "init" not in inputs:
                 raise InvalidInputError("a mask needs an init image (the pixels it keeps)")
@@ -193,7 +190,9 @@ class DiffusionPipeline:
 
         `inputs`: "init" (an image to start from, redrawn by `strength`: img2img / SDEdit,
         Meng et al. 2022) and "mask" (with init, and its size: white is drawn anew, black
-        kept). A non-square input is centre-cropped to a square."""
+        kept). A non-square input is centre-cropped to a square. Strength 0 (or one that rounds
+        to no steps) returns the init image as the model reads it; strength 1 ignores it (the
+        image drawn from the prompt alone), except where a mask keeps it."""
         prompts = list(prompts)
         opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
         check_encodable(opts.negative_prompt, "the negative prompt")
@@ -231,7 +230,11 @@ class DiffusionPipeline:
                                                            uncond_text)
                     gens = generators_for(chunk_seeds)
                     x = initial_noise((3, opts.size, opts.size), gens)
-                    if init is not None:  # the init image, noised to where sampling starts
+                    # The init image, noised to where sampling starts. Redrawing every step
+                    # starts from the pure noise text-to-image starts from (trailing spacing
+                    # treats it as x_T; the init's weight there, alpha_T, is ~0 but not 0), so
+                    # strength 1 ignores the init image exactly.
+                    if init is not None and 0 < len(timesteps) < opts.steps:
                         x = self.schedule.q_sample(init.expand_as(x), timesteps[:1].expand(len(x)),
                                                    x)
                     if opts.guidance == 1.0:
@@ -241,8 +244,11 @@ class DiffusionPipeline:
                         c = (cond, uncond)
                     if mask is not None:
                         denoise = _keep_known(denoise, init, mask)
-                    x = sample(denoise, x, c, self.schedule, timesteps, generators=gens,
-                               callback=on_step, **sampler_options)
+                    if init is not None and not len(timesteps):
+                        x = init.expand_as(x)  # no step redrawn: the init image as read
+                    else:
+                        x = sample(denoise, x, c, self.schedule, timesteps, generators=gens,
+                                   callback=on_step, **sampler_options)
                     for k, img in enumerate(x):
                         prov = self.provenance(chunk[k], chunk_seeds[k], start + k, len(prompts),
                                                opts, inputs)
