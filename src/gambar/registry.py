@@ -1,9 +1,11 @@
 """Family name -> the class that loads it and its training task. Imports lazily: loading one
 family never pays for the others.
 
-Two kinds of family: generators draw images (their class is a Pipeline); evaluators score them
-(the contrastive model behind CLIP score and FID features). Both train through the same loop and
-save the same kind of model directory, but only a generator may be used where an image is drawn.
+Three kinds of family: generators draw images from prompts (their class is a Pipeline);
+evaluators score them (the contrastive model behind CLIP score and FID features); stages raise
+another model's images (a cascade's super-resolution stages, attached to a base model with
+`scripts/build_cascade.py`). All train through the same loop and save the same kind of model
+directory, but only a generator may be used where an image is drawn from a prompt.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ EVALUATORS: dict[str, tuple[str, str]] = {
     ),
 }
 
+STAGES: dict[str, tuple[str, str]] = {
+    # Loaded by a cascade (gambar.generators.diffusion.cascade), never by load().
+    "superres": (
+        "gambar.generators.superres.pipeline:SuperResPipeline",
+        "gambar.generators.superres.training:SuperResTask",
+    ),
+}
+
 
 def _resolve(ref: str) -> Any:
     module, attr = ref.split(":")
@@ -46,9 +56,9 @@ def _resolve(ref: str) -> Any:
 
 
 def _entry(family: str) -> tuple[str, str]:
-    entry = GENERATORS.get(family) or EVALUATORS.get(family)
+    entry = GENERATORS.get(family) or EVALUATORS.get(family) or STAGES.get(family)
     if entry is None:
-        known = ", ".join(sorted(GENERATORS.keys() | EVALUATORS.keys()))
+        known = ", ".join(sorted(GENERATORS.keys() | EVALUATORS.keys() | STAGES.keys()))
         raise InvalidInputError(f"unknown model family {family!r}; known: {known}")
     return entry
 
@@ -68,6 +78,11 @@ def pipeline_class(family: str, *, model: str = "") -> Any:
 
     `model` names the model the user asked for, for that message."""
     _entry(family)  # an unknown family: its own message
+    if family in STAGES:
+        raise InvalidInputError(
+            f"{model or family!r} is a {family} model, a cascade stage: it raises another "
+            "model's images and cannot draw from a prompt; attach it to a base model with "
+            "scripts/build_cascade.py and generate with that at the larger --size")
     if not is_generator(family):
         model = model or family
         raise InvalidInputError(
@@ -95,7 +110,7 @@ def register_generator(family: str, pipeline: str, task: str, options: str) -> N
     built-in families are listed above; this is for families defined outside gambar (tests,
     plug-ins). Registering a name twice with other references is an error."""
     entry = (pipeline, task)
-    if family in EVALUATORS or GENERATORS.get(family, entry) != entry or (
+    if family in EVALUATORS or family in STAGES or GENERATORS.get(family, entry) != entry or (
             OPTIONS.get(family, options) != options):
         raise ValueError(f"family {family!r} is already registered differently")
     GENERATORS[family] = entry

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 import gambar
 from gambar.config import dataclass_from_dict
 from gambar.errors import InvalidInputError, shown
+from gambar.generators.diffusion import cascade
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule
 from gambar.generators.diffusion.options import MAX_SIZE, DiffusionOptions
@@ -99,6 +100,7 @@ class DiffusionPipeline:
         self.name = name
         self.sha256 = sha256
         self.extra = extra or {}
+        self.stages: list[Any] = []  # a cascade's super-resolution stages (cascade.py)
         self._stride = model.unet.cfg.stride
         # The samplers' contract, (x_t, t, cond) -> x0 estimate, met here and nowhere else.
         self._denoise = as_denoiser(self.model, self.schedule, cfg.prediction)  # type: ignore[arg-type]
@@ -118,6 +120,7 @@ class DiffusionPipeline:
             "text_encoder": self.text.to_dict(),
             "schedule": self.schedule.to_json(),
             **self.extra,
+            **({cascade.CASCADE: cascade.stage_entries(self.stages)} if self.stages else {}),
         }
 
     def save(self, path: Path, *, dtype: torch.dtype = torch.float32) -> None:
@@ -125,7 +128,9 @@ class DiffusionPipeline:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.text.save_files(path)
-        self.sha256 = save_model_dir(path, self.components(), self.config_dict(), dtype=dtype)
+        components = {**self.components(),
+                      **cascade.stage_components(self.cfg.image_size, self.stages)}
+        self.sha256 = save_model_dir(path, components, self.config_dict(), dtype=dtype)
         self.name = self.extra.get("name", path.name)
 
     def components(self) -> dict[str, torch.nn.Module]:
@@ -148,12 +153,15 @@ class DiffusionPipeline:
         except (InvalidInputError, KeyError, TypeError) as exc:
             raise config_error(path, "diffusion model", exc) from None
         model = DiffusionModel(unet_cfg, text.trainable)
-        load_components(path, {"model": model})
+        stages = cascade.build_stages(cfg, path, dcfg.image_size)
+        load_components(path, {"model": model,
+                               **cascade.stage_components(dcfg.image_size, stages)}, config=cfg)
         try:
             pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
                        extra=extra)
             if cfg.get("schedule", pipe.schedule.to_json()) != pipe.schedule.to_json():
                 raise InvalidInputError("'schedule' disagrees with the 'diffusion' settings")
+            pipe.stages = stages
         except InvalidInputError as exc:
             raise config_error(path, "diffusion model", exc) from None
         return pipe
@@ -163,6 +171,7 @@ class DiffusionPipeline:
         arithmetic, and a mask's init image."""
         self._check_size(options.size)
         self.schedule.timesteps(options.steps)  # at most T steps
+        cascade.check(self, options, inputs)
         # A strength that rounds to no steps is allowed: it returns the init image (generate).
         if "mask" in inputs:
             if "init" not in inputs:
@@ -196,6 +205,16 @@ class DiffusionPipeline:
         prompts = list(prompts)
         opts, inputs = check_request(self, prompts, seeds, options, changes, inputs, batch_size)
         check_encodable(opts.negative_prompt, "the negative prompt")
+        if cascade.plan(self, opts.size) is not None:
+            return cascade.draw(self, prompts, list(seeds), opts, inputs, batch_size, progress)
+        return self.draw(prompts, list(seeds), opts, inputs, batch_size, progress)
+
+    @torch.inference_mode()
+    def draw(self, prompts: list[str], seeds: list[int], opts: DiffusionOptions,
+             inputs: Mapping[str, Any], batch_size: int, progress: bool | Progress
+             ) -> list[Generated]:
+        """generate() once its request is checked. An input given as a list holds one value per
+        prompt (a cascade stage's low-resolution images); `conditions` sees its chunk's share."""
         timesteps = self.schedule.timesteps(opts.steps)
         init = mask = None
         if "init" in inputs:
@@ -226,7 +245,9 @@ class DiffusionPipeline:
                 for start in range(0, len(prompts), batch_size):
                     chunk = prompts[start:start + batch_size]
                     chunk_seeds = seeds[start:start + batch_size]
-                    cond, uncond, extras = self.conditions(chunk, chunk_seeds, opts, inputs,
+                    share = {k: v[start:start + batch_size] if isinstance(v, list) else v
+                             for k, v in inputs.items()}
+                    cond, uncond, extras = self.conditions(chunk, chunk_seeds, opts, share,
                                                            uncond_text)
                     gens = generators_for(chunk_seeds)
                     x = initial_noise((3, opts.size, opts.size), gens)
@@ -249,14 +270,22 @@ class DiffusionPipeline:
                     else:
                         x = sample(denoise, x, c, self.schedule, timesteps, generators=gens,
                                    callback=on_step, **sampler_options)
+                    x = self.decode(x, cond)
                     for k, img in enumerate(x):
+                        own = {n: v[start + k] if isinstance(v, list) else v
+                               for n, v in inputs.items()}
                         prov = self.provenance(chunk[k], chunk_seeds[k], start + k, len(prompts),
-                                               opts, inputs)
+                                               opts, own)
                         prov.update(extras[k])
                         results.append(Generated([to_image(img)], prov))
         finally:
             bar.close()
         return results
+
+    def decode(self, x: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The sampler's result as images in [-1, 1] (a subclass's hook: a super-resolution
+        stage adds its upsampled input, a latent model decodes its latents)."""
+        return x
 
     def conditions(self, prompts: Sequence[str], seeds: Sequence[int], opts: DiffusionOptions,
                    inputs: Mapping[str, Any], uncond_text: Encoded

@@ -169,8 +169,10 @@ class UNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor,
-                mask: torch.Tensor, pooled: torch.Tensor, extra: torch.Tensor | None = None
-                ) -> torch.Tensor:
+                mask: torch.Tensor, pooled: torch.Tensor, extra: torch.Tensor | None = None,
+                emb_extra: torch.Tensor | None = None) -> torch.Tensor:
+        """`emb_extra` (B, 4 * base_channels) is added to the timestep embedding: another scalar
+        condition of every block (a super-resolution stage's noise-augmentation level)."""
         p = self.cfg.patch_size
         if x.shape[-1] % self.cfg.stride:
             raise ValueError(f"image side {x.shape[-1]} does not fit this UNet's downsampling")
@@ -179,6 +181,8 @@ class UNet(nn.Module):
         if extra is not None:
             x = torch.cat([x, extra.to(x.dtype)], dim=1)
         emb = self.time(t) + self.text_pool(pooled)
+        if emb_extra is not None:
+            emb = emb + emb_extra.to(emb.dtype)
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         skips = [h]
         for i, level in enumerate(self.down):

@@ -17,6 +17,7 @@ import torch
 
 from gambar.config import dataclass_from_dict
 from gambar.errors import InvalidInputError
+from gambar.generators.diffusion import cascade
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.pipeline import DiffusionPipeline, _extras, _section
 from gambar.generators.diffusion.unet import UNetConfig
@@ -83,10 +84,14 @@ class GroundedPipeline(DiffusionPipeline):
         # the UNet's config is stored with its extra channels; the image stage adds them again
         model = GroundedModel(UNetConfig(**{**asdict(unet_cfg), "extra_channels": 0}),
                               grounding, planner)
-        load_components(path, {"model": model.image, "planner": model.planner})
+        stages = cascade.build_stages(cfg, path, dcfg.image_size)
+        load_components(path, {"model": model.image, "planner": model.planner,
+                               **cascade.stage_components(dcfg.image_size, stages)}, config=cfg)
         try:
-            return cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
+            pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
                        extra=extra)
+            pipe.stages = stages
+            return pipe
         except InvalidInputError as exc:
             raise config_error(path, "grounded model", exc) from None
 
