@@ -196,3 +196,41 @@ def test_a_stage_overfits_a_few_pairs_sharper_than_lanczos(tmp_path):
     err_lanczos = float((lanczos - truth).square().mean())
     assert err_sr < 0.5 * err_lanczos, (err_sr, err_lanczos)
     assert _edge_error(out, truth) < _edge_error(lanczos, truth)
+
+
+@pytest.mark.parametrize(("asked", "drawn", "resized"), [(64, 64, None), (48, 64, 48),
+                                                         (16, 16, None)])
+def test_the_server_draws_cascade_sizes_with_the_stages(cascade, tmp_path, asked, drawn,
+                                                        resized):
+    """A1111 and OpenAI sizes the cascade reaches are drawn by it (no "resized" in the answer);
+    others are drawn at the nearest size it reaches and only the rest is resized."""
+    import base64
+    import io
+    import json
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gambar.server.app import create_app
+    from gambar.server.service import JobService
+    from gambar.server.settings import ServerSettings
+
+    service = JobService({"c": cascade}, ServerSettings(results_dir=tmp_path / "r"))
+    with TestClient(create_app(service)) as client:
+        reply = client.post("/sdapi/v1/txt2img", json={
+            "prompt": "a red circle", "width": asked, "height": asked, "seed": 4, "steps": 2,
+            "sampler_name": "DPM++ 2M", "cfg_scale": 2})
+        assert reply.status_code == 200, reply.text
+        info = json.loads(reply.json()["info"])["gambar"]
+        image = Image.open(io.BytesIO(base64.b64decode(reply.json()["images"][0])))
+        openai = client.post("/v1/images/generations", json={
+            "prompt": "a red circle", "size": f"{asked}x{asked}", "seed": 4,
+            "response_format": "b64_json", "steps": 2}).json()
+    assert image.size == (asked, asked)
+    assert info["drawn_at"] == f"{drawn}x{drawn}"
+    assert info["resized_to"] == ("" if resized is None else f"{resized}x{resized}")
+    assert openai["gambar"]["drawn_at"] == f"{drawn}x{drawn}"
+    if resized is None:
+        (direct,) = cascade.generate(["a red circle"], seeds=[4], size=drawn, steps=2,
+                                     guidance=2.0, progress=False)
+        assert np.array_equal(pixels(image), pixels(direct.image))

@@ -50,8 +50,9 @@ When the server has a token, every endpoint but `/api/health` needs
 browser opens the page).
 
 Also spoken: OpenAI Images (`POST /v1/images/generations`) and AUTOMATIC1111
-(`POST /sdapi/v1/txt2img`). Sizes other than the model's native one are drawn natively and
-resized with Lanczos (gambar has no learned upsampler yet); responses say so.
+(`POST /sdapi/v1/txt2img`, `/img2img`). A size the model's cascade draws (128, 256 for the
+default model) is drawn by its super-resolution stages; any other size is drawn at the nearest
+such size and resized with Lanczos; responses say so.
 """
 
 

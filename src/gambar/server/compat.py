@@ -78,6 +78,16 @@ def native_size(name: str, pipe: Pipeline) -> int:
     return int(pipe.default_options.size)  # type: ignore[attr-defined]
 
 
+def drawing_size(pipe: Pipeline, native: int, side: int) -> int:
+    """The size a request for `side` is drawn at: the native size, or a size the model's
+    cascade draws (its super-resolution stages fill in the detail); the smallest that is at
+    least `side`, else the largest. Only what is left is resized."""
+    from gambar.generators.diffusion.cascade import cascade_sizes
+
+    sizes = sorted({native, *cascade_sizes(pipe)})
+    return next((s for s in sizes if s >= side), sizes[-1])
+
+
 async def run_to_end(request: Request, spec: JobSpec) -> Job:
     """Queue a job for the requesting client and wait for it (the worker draws it).
 

@@ -33,6 +33,7 @@ from gambar.errors import InvalidInputError, shown
 from gambar.pipeline import MAX_PROMPT_CHARS, Pipeline
 from gambar.server.auth import client_key
 from gambar.server.compat import (
+    drawing_size,
     is_off,
     native_size,
     read_pngs,
@@ -271,7 +272,8 @@ def info_json(body: Txt2ImgRequest, job: Job, pipe: Pipeline, a1111_sampler: str
         "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "version": f"gambar {gambar.__version__}",
         "gambar": {"job_id": job.id, "family": pipe.family, "options": o,
-                   "model_sha256": pipe.sha256, **resize_info(native, s.output_size),
+                   "model_sha256": pipe.sha256,
+                   **resize_info(int(o.get("size", native)), s.output_size),
                    **(gambar_extra or {})},
     }
     return json.dumps(info)
@@ -295,10 +297,13 @@ async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
     native = native_size(model, pipe)
     side = requested_side(body, native)
     a1111_sampler, changes = sampling_changes(body, pipe)
+    drawn = drawing_size(pipe, native, side)
+    if drawn != native:
+        changes["size"] = drawn
     spec = service.make_spec(
         prompt=body.prompt, n=body.batch_size * body.n_iter,
         seed=None if body.seed == -1 else body.seed, model=model, options=changes,
-        output_size=output_size(native, side))
+        output_size=output_size(drawn, side))
     job = await run_to_end(request, spec)
     pngs = await asyncio.to_thread(read_pngs, service, job) if body.send_images else []
     return {"images": b64(pngs), "parameters": declared(body),

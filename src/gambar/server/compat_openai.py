@@ -8,9 +8,9 @@ request body's schema documents those of the served models (`openai_router` buil
 app is made). An option the model's family lacks is answered 400 naming it, unless it is off
 (null, 0, "", false): the openai client sends no extension of its own, so only what a user
 asked for arrives.
-Sizes: "auto" or the model's native size (its `size` option's default) draws natively; any
-other square size is drawn natively and resized with Lanczos, as the response's `gambar.resize`
-says. A non-square size, `quality: hd`, `style: natural`, a transparent background, JPEG/WebP
+Sizes: "auto" or the model's native size (its `size` option's default) draws natively; a size
+its cascade draws is drawn by the super-resolution stages; any other square size is drawn at
+the nearest of those and resized with Lanczos, as the response's `gambar.resize` says. A non-square size, `quality: hd`, `style: natural`, a transparent background, JPEG/WebP
 output or streaming cannot be honoured and are answered 400.
 """
 
@@ -28,7 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from gambar.pipeline import MAX_PROMPT_CHARS, Pipeline
 from gambar.seeding import MAX_SEED
 from gambar.server.auth import sign
-from gambar.server.compat import extensions, native_size, read_pngs, require, run_to_end
+from gambar.server.compat import (
+    drawing_size,
+    extensions,
+    native_size,
+    read_pngs,
+    require,
+    run_to_end,
+)
 from gambar.server.jobs import MAX_IMAGES, Job
 from gambar.server.routes import bearer, image_url
 from gambar.server.schemas import JobRequestBase, job_request_model
@@ -108,8 +115,9 @@ def _check_honourable(body: ImageGenerationRequest) -> None:
 
 
 def _info(job: Job, native: int) -> dict[str, Any]:
+    drawn = int(job.spec.options.get("size", native))
     return {"job_id": job.id, "model": job.spec.model, "seeds": list(job.spec.seeds),
-            "options": job.spec.options, **resize_info(native, job.spec.output_size)}
+            "options": job.spec.options, **resize_info(drawn, job.spec.output_size)}
 
 
 async def generate(body: ImageGenerationRequest, request: Request) -> dict[str, Any]:
@@ -121,10 +129,13 @@ async def generate(body: ImageGenerationRequest, request: Request) -> dict[str, 
     native = native_size(name, pipe)
     side = parse_size(body.size, native)
     options, inputs = extensions(pipe, _extensions_given(body))
+    drawn = native if inputs else drawing_size(pipe, native, side)  # no cascade for img2img
+    if drawn != native:
+        options["size"] = drawn
     # Off the event loop: decoding an input image takes a moment.
     spec = await asyncio.to_thread(
         service.make_spec, prompt=body.prompt, n=body.n or 1, seed=body.seed, model=name,
-        options=options, inputs=inputs, output_size=output_size(native, side))
+        options=options, inputs=inputs, output_size=output_size(drawn, side))
     job = await run_to_end(request, spec)
     if (body.response_format or "url") == "url":
         sig = sign(job.id, service.settings.tokens)
@@ -136,7 +147,7 @@ async def generate(body: ImageGenerationRequest, request: Request) -> dict[str, 
         pngs = await asyncio.to_thread(read_pngs, service, job)
         data = [{"b64_json": base64.b64encode(png).decode("ascii"), "revised_prompt": None}
                 for png in pngs]
-    side = job.spec.output_size or native
+    side = job.spec.output_size or int(job.spec.options.get("size", native))
     return {"created": int(job.finished or time.time()), "data": data, "output_format": "png",
             "size": f"{side}x{side}", "background": "opaque", "quality": "standard",
             "gambar": _info(job, native)}

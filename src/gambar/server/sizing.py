@@ -1,9 +1,10 @@
 """Output sizes asked for by the compatible APIs (OpenAI "512x512", A1111 width/height).
 
-gambar has no learned upsampler yet, so a size other than the model's native one is drawn at
-the native size and resized with Lanczos; responses and provenance say so. Drawing the whole
-image at a larger size instead (the network is convolutional) gives tiled, unrelated shapes on
-a model trained at one size, which would silently change what the prompt asks for.
+A size the model draws (its native size, or one its cascade's super-resolution stages reach:
+compat.drawing_size) is drawn; what is left is resized with Lanczos, and responses and
+provenance say so. Drawing the whole image at a larger size with the base network instead (it
+is convolutional) gives tiled, unrelated shapes on a model trained at one size, which would
+silently change what the prompt asks for.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gambar.errors import InvalidInputError, shown
 
 SIZE = re.compile(r"\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*", re.ASCII)
 MAX_OUTPUT_SIZE = 1024  # the largest square side the compatible APIs return
-RESIZE_METHOD = "lanczos (PIL); gambar has no learned upsampler yet"
+RESIZE_METHOD = "lanczos (PIL), after drawing at the nearest size the model draws"
 
 
 def square_side(width: int, height: int) -> int:

@@ -84,6 +84,12 @@ def stage_entries(stages: Sequence[SuperResPipeline]) -> list[dict[str, Any]]:
              if k not in ("family", "gambar_version")} for stage in stages]
 
 
+def cascade_sizes(pipe: Any) -> list[int]:
+    """The sizes a loaded model's cascade draws beyond its base size ([] without a cascade)."""
+    stages = getattr(pipe, "stages", None)
+    return stage_sizes(pipe.cfg.image_size, stages) if stages else []
+
+
 def plan(base: DiffusionPipeline, size: int) -> list[SuperResPipeline] | None:
     """The stages that raise the base's images to `size`, or None when `size` is not one the
     cascade draws (then the base draws it itself)."""
