@@ -234,3 +234,29 @@ def test_the_server_draws_cascade_sizes_with_the_stages(cascade, tmp_path, asked
         (direct,) = cascade.generate(["a red circle"], seeds=[4], size=drawn, steps=2,
                                      guidance=2.0, progress=False)
         assert np.array_equal(pixels(image), pixels(direct.image))
+
+
+def test_build_cascade_attaches_stages_with_their_measured_settings(dirs, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "built"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_cascade.py"), str(dirs["base"]),
+         str(dirs["sr32"]), str(dirs["sr64"]), "--out", str(out), "--aug-level", "64=0.2",
+         "--stage-default", "steps=3", "--stage-default", "guidance=1"],
+        capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    built = gambar.load(out)
+    assert built.sha256 in run.stdout
+    sr32, sr64 = built.stages
+    assert (sr32.default_options.aug_level, sr64.default_options.aug_level) == (0.05, 0.2)
+    assert sr32.default_options.steps == sr64.default_options.steps == 3
+    assert sr64.default_options.guidance == 1.0
+    # a stage that does not follow on is refused in one line, and nothing is written
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_cascade.py"), str(dirs["base"]),
+         str(dirs["sr64"]), "--out", str(tmp_path / "bad")], capture_output=True, text=True,
+        check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "32 px" in bad.stderr
+    assert not (tmp_path / "bad").exists()

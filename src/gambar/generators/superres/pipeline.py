@@ -6,7 +6,7 @@ inside a cascade (gambar.generators.diffusion.cascade) it raises the base model'
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,13 @@ class SuperResPipeline(DiffusionPipeline):
         if text.frozen is None:
             raise InvalidInputError("a super-resolution stage needs the frozen MiniLM encoder")
         self.superres = superres
-        extra = dict(extra or {})
-        # The stored augmentation level is this model's default (set with the stage's recipe).
-        defaults = {"aug_level": superres.aug_level, **extra.get("defaults", {})}
         super().__init__(model, text, cfg, name=name, sha256=sha256,  # type: ignore[arg-type]
-                         extra={**extra, "defaults": defaults})
+                         extra=extra)
+        # The level stored with the stage (its recipe's, or the one measured and set by
+        # scripts/build_cascade.py --aug-level) is its default, unless stored defaults say more.
+        if "aug_level" not in self.extra.get("defaults", {}):
+            self.default_options = replace(self.default_options,  # type: ignore[type-var]
+                                           aug_level=superres.aug_level)
 
     # ---- saving and loading -------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
