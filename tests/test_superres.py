@@ -260,3 +260,19 @@ def test_build_cascade_attaches_stages_with_their_measured_settings(dirs, tmp_pa
         check=False)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "32 px" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_dynamic_thresholding_is_an_option_recorded_for_replay(cascade, monkeypatch):
+    # An estimate far outside [-1, 1], as high guidance gives: thresholding must change it.
+    denoise = cascade._denoise
+    monkeypatch.setattr(cascade, "_denoise", lambda x, t, c: 4 * denoise(x, t, c) + 2)
+    plain, clamped = (cascade.generate(["a red circle"], seeds=[2], guidance=30.0,
+                                       threshold=t, progress=False, **FAST)[0]
+                      for t in (0.0, 0.9))
+    assert "threshold" not in plain.provenance["sampler_options"]
+    assert clamped.provenance["sampler_options"]["threshold"] == 0.9
+    assert cascade.Options.from_provenance(clamped.provenance).threshold == 0.9
+    assert not np.array_equal(pixels(plain.image), pixels(clamped.image))
+    stage = cascade.stages[0]
+    with pytest.raises(InvalidInputError, match="super-resolution stages"):
+        stage.check(stage.default_options.with_changes({"threshold": 0.9}), {})

@@ -10,8 +10,9 @@ app is made). An option the model's family lacks is answered 400 naming it, unle
 asked for arrives.
 Sizes: "auto" or the model's native size (its `size` option's default) draws natively; a size
 its cascade draws is drawn by the super-resolution stages; any other square size is drawn at
-the nearest of those and resized with Lanczos, as the response's `gambar.resize` says. A non-square size, `quality: hd`, `style: natural`, a transparent background, JPEG/WebP
-output or streaming cannot be honoured and are answered 400.
+the nearest of those and resized with Lanczos, as the response's `gambar.resize` says. A
+non-square size, `quality: hd`, `style: natural`, a transparent background, JPEG/WebP output or
+streaming cannot be honoured and are answered 400.
 """
 
 from __future__ import annotations

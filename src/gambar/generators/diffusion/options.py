@@ -43,6 +43,12 @@ class DiffusionOptions(Options):
     precision: str = option("fp32", choices=("fp32", "bf16"),
                             help="network arithmetic: fp32, or bf16 (faster on CPUs with "
                             "bfloat16 units; pixels differ by a few levels)")
+    # Imagen (Saharia et al. 2022, sec. 2.3): at high guidance the x0 estimate leaves [-1, 1] and
+    # images saturate; clamping it per image at a percentile of |x0| keeps them in range.
+    threshold: float = option(0.0, low=0.0, high=1.0, provenance="sampler_options",
+                              help="dynamic thresholding: clamp each step's image estimate at "
+                              "this percentile of its values (e.g. 0.995) so high guidance "
+                              "does not saturate; 0 = off")
     strength: float = option(0.75, low=0.0, high=1.0, needs="init",
                              help="with --init: how much of the init image is redrawn "
                              "(0 keeps it, 1 ignores it; SDEdit)")

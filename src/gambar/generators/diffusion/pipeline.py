@@ -32,7 +32,7 @@ from gambar.pipeline import (
     input_provenance,
 )
 from gambar.samplers import Denoiser, as_denoiser, get_sampler
-from gambar.samplers.guidance import classifier_free
+from gambar.samplers.guidance import classifier_free, dynamic_threshold
 from gambar.seeding import generators_for, initial_noise
 from gambar.tensors import to_image
 from gambar.text.base import Encoded
@@ -263,6 +263,8 @@ class DiffusionPipeline:
                     else:
                         denoise = classifier_free(self._denoise, opts.guidance)
                         c = (cond, uncond)
+                    if opts.threshold:
+                        denoise = dynamic_threshold(denoise, opts.threshold)
                     if mask is not None:
                         denoise = _keep_known(denoise, init, mask)
                     if init is not None and not len(timesteps):
@@ -295,6 +297,13 @@ class DiffusionPipeline:
         cond = self.text.encode(prompts, self.model)
         return cond, Encoded.cat([uncond_text] * len(prompts)), [{} for _ in prompts]
 
+    @staticmethod
+    def sampler_options(opts: DiffusionOptions) -> dict[str, Any]:
+        """The options recorded under "sampler_options": DDIM's eta, and the dynamic threshold
+        when one is set (absent when off, so older images' provenance reads the same)."""
+        return {**({"eta": opts.eta} if opts.sampler == "ddim" else {}),
+                **({"threshold": opts.threshold} if opts.threshold else {})}
+
     def provenance(self, prompt: str, seed: int, index: int, batch: int,
                    opts: DiffusionOptions, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Everything needed to reproduce one image (DESIGN.md "Provenance")."""
@@ -302,7 +311,7 @@ class DiffusionPipeline:
             **common_provenance(self, prompt, seed, index, batch),
             "negative_prompt": opts.negative_prompt, "text_encoder": self.text.describe(),
             "sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance,
-            "sampler_options": {"eta": opts.eta} if opts.sampler == "ddim" else {},
+            "sampler_options": self.sampler_options(opts),
             "size": opts.size, "precision": opts.precision,
             "dtype": str(PRECISIONS[opts.precision]).removeprefix("torch."),
             **input_provenance(inputs),

@@ -100,6 +100,9 @@ class SuperResPipeline(DiffusionPipeline):
     # ---- generation ---------------------------------------------------------------------
     def check(self, options: SuperResOptions, inputs: Mapping[str, Any]) -> None:  # type: ignore[override]
         super().check(options, {})
+        if options.threshold:  # it would clamp the residual the stage draws, not the image
+            raise InvalidInputError("dynamic thresholding applies to a cascade's base model, "
+                                    "not to its super-resolution stages")
         if options.size % self.superres.factor:
             raise InvalidInputError(f"size must be a multiple of {self.superres.factor}")
         if inputs and "image" not in inputs:
