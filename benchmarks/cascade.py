@@ -16,7 +16,7 @@ resized with Lanczos, and each super-resolution stage alone against Lanczos.
    FID is what scripts/build_cascade.py --aug-level stores.
 
     python benchmarks/cascade.py --model runs/cascade --n 1 --out cascade.json
-    python benchmarks/cascade.py --model runs/cascade --levels 0 0.05 0.1 0.2 0.3
+    python benchmarks/cascade.py --model runs/cascade --levels 0 0.05 0.1 0.2 0.3 --levels-only
 
 Prints (and with --out writes) one JSON object.
 """
@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--levels", type=float, nargs="*", default=None,
                         help="also sweep the first stage's augmentation level over these")
+    parser.add_argument("--levels-only", action="store_true",
+                        help="with --levels: only the sweep (to choose the level first)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -177,11 +179,11 @@ def main() -> None:
     jobs = [(p, s) for p in suite.prompts for s in suite.seeds(p, args.n, 0)]
     result: dict[str, Any] = {
         "model": {"name": pipe.name, "sha256": pipe.sha256}, "suite": args.suite, "n": args.n,
-        "threads": torch.get_num_threads(),
-        "at_largest": at_largest(pipe, jobs, clip, args.batch),
-        "stages_alone": stages_alone(pipe, jobs, clip, args.batch),
-        "latent": None,  # no latent model yet: its column joins when one ships
-    }
+        "threads": torch.get_num_threads()}
+    if not args.levels_only:
+        result["at_largest"] = at_largest(pipe, jobs, clip, args.batch)
+        result["stages_alone"] = stages_alone(pipe, jobs, clip, args.batch)
+        result["latent"] = None  # no trained latent model yet: its column joins when one ships
     if args.levels:
         result["aug_level_sweep"] = level_sweep(pipe, jobs, clip, args.levels, args.batch)
     text = json.dumps(result, indent=2)

@@ -10,9 +10,12 @@ the OpenAI Images API and the AUTOMATIC1111 API with the very pixels drawn direc
 
 from __future__ import annotations
 
+import atexit
 import base64
 import io
 import json
+import shutil
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -52,6 +55,30 @@ def _grounded_recipe() -> dict[str, Any]:
     return recipe
 
 
+_AUTOENCODER: list[Path] = []
+
+
+def tiny_autoencoder() -> Path:
+    """A one-step autoencoder (f = 2) for the latent family's tiny recipe, made once a process."""
+    if not _AUTOENCODER:
+        root = Path(tempfile.mkdtemp(prefix="gambar-ae-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        recipe = {"family": "autoencoder", "data": {"source": "shapes", "size": 32, "seed": 0},
+                  "autoencoder": {"channels": [16, 16], "groups": 8},
+                  "train": {**TRAIN, "steps": 1, "checkpoint_every": 1, "batch_size": 2,
+                            "lr": 1e-3, "run_dir": str(root / "run")}}
+        _AUTOENCODER.append(train(registry.task_factory("autoencoder"), recipe, progress=False))
+    return _AUTOENCODER[0]
+
+
+def _latent_recipe() -> dict[str, Any]:
+    """The diffusion tiny recipe on the latents (16 x 16 x 4) of a tiny autoencoder."""
+    recipe = _diffusion_recipe()
+    recipe["family"] = "latent"
+    recipe["latent"] = {"autoencoder": str(tiny_autoencoder())}
+    return recipe
+
+
 def _toy_recipe() -> dict[str, Any]:
     from toy_family.task import TINY_RECIPE
 
@@ -62,9 +89,9 @@ def _toy_recipe() -> dict[str, Any]:
 
 # family -> a seconds-long recipe; the test below fails for a family that has none.
 TINY_RECIPES = {"diffusion": _diffusion_recipe, "grounded": _grounded_recipe,
-                "toy": _toy_recipe}
+                "latent": _latent_recipe, "toy": _toy_recipe}
 # family -> options that make drawing cheap (every request below passes them, by option name)
-FAST = {"diffusion": {"steps": 2}, "grounded": {"steps": 2}, "toy": {}}
+FAST = {"diffusion": {"steps": 2}, "grounded": {"steps": 2}, "latent": {"steps": 2}, "toy": {}}
 PROMPTS = ["a red circle", "dua bintang biru", "a green square above a blue heart"]
 
 

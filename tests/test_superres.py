@@ -276,3 +276,17 @@ def test_dynamic_thresholding_is_an_option_recorded_for_replay(cascade, monkeypa
     stage = cascade.stages[0]
     with pytest.raises(InvalidInputError, match="super-resolution stages"):
         stage.check(stage.default_options.with_changes({"threshold": 0.9}), {})
+
+
+def test_the_cli_draws_through_the_cascade_and_replays_it(dirs, tmp_path, monkeypatch):
+    from gambar.cli import main
+    from gambar.provenance import read_provenance
+
+    monkeypatch.chdir(tmp_path)
+    model = str(dirs["cascade"])
+    assert main(["generate", "a red circle", "--model", model, "--size", "64", "--seed", "5",
+                 "--steps", "2", "-o", "a.png", "-q"]) == 0
+    prov = read_provenance(tmp_path / "a.png")
+    assert [r["size"] for r in prov[CASCADE]] == [32, 64]
+    assert main(["generate", "--replay", "a.png", "--model", model, "-o", "b.png", "-q"]) == 0
+    assert np.array_equal(pixels(Image.open("a.png")), pixels(Image.open("b.png")))

@@ -370,9 +370,9 @@ def test_unknown_and_malformed_sections_are_refused_before_training(
 
 def test_every_family_declares_its_recipe_sections() -> None:
     """The loop refuses unknown sections only for factories that declare theirs."""
-    from gambar.registry import EVALUATORS, GENERATORS, STAGES, task_factory
+    from gambar.registry import EVALUATORS, GENERATORS, PARTS, task_factory
 
-    for family in (*GENERATORS, *EVALUATORS, *STAGES):
+    for family in (*GENERATORS, *EVALUATORS, *PARTS):
         sections = task_factory(family).SECTIONS
         assert sections and "train" not in sections, family
 

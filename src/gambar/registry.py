@@ -2,10 +2,11 @@
 family never pays for the others.
 
 Three kinds of family: generators draw images from prompts (their class is a Pipeline);
-evaluators score them (the contrastive model behind CLIP score and FID features); stages raise
-another model's images (a cascade's super-resolution stages, attached to a base model with
-`scripts/build_cascade.py`). All train through the same loop and save the same kind of model
-directory, but only a generator may be used where an image is drawn from a prompt.
+evaluators score them (the contrastive model behind CLIP score and FID features); parts serve
+inside another model (a cascade's super-resolution stages, attached to a base model with
+`scripts/build_cascade.py`; a latent model's autoencoder). All train through the same loop and
+save the same kind of model directory, but only a generator may be used where an image is drawn
+from a prompt.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ GENERATORS: dict[str, tuple[str, str]] = {
         "gambar.generators.grounded.pipeline:GroundedPipeline",
         "gambar.generators.grounded.training:GroundedTask",
     ),
+    "latent": (
+        "gambar.generators.latent.pipeline:LatentPipeline",
+        "gambar.generators.latent.training:LatentTask",
+    ),
 }
 # generator family -> its Options class, in a torch-free module: the CLI builds its flags from
 # these without importing any model code.
 OPTIONS: dict[str, str] = {
     "diffusion": "gambar.generators.diffusion.options:DiffusionOptions",
     "grounded": "gambar.generators.grounded.options:GroundedOptions",
+    "latent": "gambar.generators.latent.options:LatentOptions",
 }
 EVALUATORS: dict[str, tuple[str, str]] = {
     # Loaded by gambar.contrastive.load_contrastive (gambar evaluate --clip), never by load().
@@ -41,12 +47,25 @@ EVALUATORS: dict[str, tuple[str, str]] = {
     ),
 }
 
-STAGES: dict[str, tuple[str, str]] = {
+PARTS: dict[str, tuple[str, str]] = {
     # Loaded by a cascade (gambar.generators.diffusion.cascade), never by load().
     "superres": (
         "gambar.generators.superres.pipeline:SuperResPipeline",
         "gambar.generators.superres.training:SuperResTask",
     ),
+    # Loaded by a latent recipe and carried inside the latent model, never by load().
+    "autoencoder": (
+        "gambar.generators.latent.autoencoder:Autoencoder",
+        "gambar.generators.latent.autoencoder_task:AutoencoderTask",
+    ),
+}
+# part family -> what to do with one instead of drawing from it
+PART_USES = {
+    "superres": "a cascade stage: it raises another model's images and cannot draw from a "
+                "prompt; attach it to a base model with scripts/build_cascade.py and generate "
+                "with that at the larger --size",
+    "autoencoder": "a latent model's autoencoder: it cannot draw from a prompt; train a latent "
+                   "model on it ([latent] autoencoder = \"<its directory>\" in the recipe)",
 }
 
 
@@ -56,9 +75,9 @@ def _resolve(ref: str) -> Any:
 
 
 def _entry(family: str) -> tuple[str, str]:
-    entry = GENERATORS.get(family) or EVALUATORS.get(family) or STAGES.get(family)
+    entry = GENERATORS.get(family) or EVALUATORS.get(family) or PARTS.get(family)
     if entry is None:
-        known = ", ".join(sorted(GENERATORS.keys() | EVALUATORS.keys() | STAGES.keys()))
+        known = ", ".join(sorted(GENERATORS.keys() | EVALUATORS.keys() | PARTS.keys()))
         raise InvalidInputError(f"unknown model family {family!r}; known: {known}")
     return entry
 
@@ -78,11 +97,8 @@ def pipeline_class(family: str, *, model: str = "") -> Any:
 
     `model` names the model the user asked for, for that message."""
     _entry(family)  # an unknown family: its own message
-    if family in STAGES:
-        raise InvalidInputError(
-            f"{model or family!r} is a {family} model, a cascade stage: it raises another "
-            "model's images and cannot draw from a prompt; attach it to a base model with "
-            "scripts/build_cascade.py and generate with that at the larger --size")
+    if family in PARTS:
+        raise InvalidInputError(f"{model or family!r} is a {family} model, {PART_USES[family]}")
     if not is_generator(family):
         model = model or family
         raise InvalidInputError(
@@ -110,7 +126,7 @@ def register_generator(family: str, pipeline: str, task: str, options: str) -> N
     built-in families are listed above; this is for families defined outside gambar (tests,
     plug-ins). Registering a name twice with other references is an error."""
     entry = (pipeline, task)
-    if family in EVALUATORS or family in STAGES or GENERATORS.get(family, entry) != entry or (
+    if family in EVALUATORS or family in PARTS or GENERATORS.get(family, entry) != entry or (
             OPTIONS.get(family, options) != options):
         raise ValueError(f"family {family!r} is already registered differently")
     GENERATORS[family] = entry

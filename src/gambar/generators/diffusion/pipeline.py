@@ -102,6 +102,10 @@ class DiffusionPipeline:
         self.extra = extra or {}
         self.stages: list[Any] = []  # a cascade's super-resolution stages (cascade.py)
         self._stride = model.unet.cfg.stride
+        drawn = self.sample_shape(cfg.image_size)[0]
+        if model.unet.cfg.image_channels != drawn:
+            raise InvalidInputError(f"unet.image_channels is {model.unet.cfg.image_channels} "
+                                    f"but this {self.family} model samples {drawn} channels")
         # The samplers' contract, (x_t, t, cond) -> x0 estimate, met here and nowhere else.
         self._denoise = as_denoiser(self.model, self.schedule, cfg.prediction)  # type: ignore[arg-type]
         # The class defaults, at the size the model was trained at, then what config.json sets
@@ -218,11 +222,11 @@ class DiffusionPipeline:
         timesteps = self.schedule.timesteps(opts.steps)
         init = mask = None
         if "init" in inputs:
-            init = _from_image(inputs["init"], opts.size, "RGB")
+            init = self.encode(_from_image(inputs["init"], opts.size, "RGB"))
             # Redraw the last `strength` share of the steps (diffusers' img2img rule).
             timesteps = timesteps[opts.steps - int(opts.steps * opts.strength):]
         if "mask" in inputs:
-            mask = _from_image(inputs["mask"], opts.size, "L")
+            mask = self.encode_mask(_from_image(inputs["mask"], opts.size, "L"))
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.precision == "bf16")
         sample = get_sampler(opts.sampler)
         sampler_options = {"eta": opts.eta} if opts.sampler == "ddim" else {}
@@ -250,7 +254,7 @@ class DiffusionPipeline:
                     cond, uncond, extras = self.conditions(chunk, chunk_seeds, opts, share,
                                                            uncond_text)
                     gens = generators_for(chunk_seeds)
-                    x = initial_noise((3, opts.size, opts.size), gens)
+                    x = initial_noise(self.sample_shape(opts.size), gens)
                     # The init image, noised to where sampling starts. Redrawing every step
                     # starts from the pure noise text-to-image starts from (trailing spacing
                     # treats it as x_T; the init's weight there, alpha_T, is ~0 but not 0), so
@@ -284,9 +288,22 @@ class DiffusionPipeline:
             bar.close()
         return results
 
+    # ---- the space the sampler works in (hooks: pixels here; latents in a latent model) ----
+    def sample_shape(self, size: int) -> tuple[int, int, int]:
+        """The shape of one sample the sampler draws for a size x size image."""
+        return (3, size, size)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """An init image (3, size, size) in [-1, 1] in the sampler's space."""
+        return image
+
+    def encode_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A mask (1, size, size) in [0, 1] at the sampler's resolution."""
+        return mask
+
     def decode(self, x: torch.Tensor, cond: Any) -> torch.Tensor:
-        """The sampler's result as images in [-1, 1] (a subclass's hook: a super-resolution
-        stage adds its upsampled input, a latent model decodes its latents)."""
+        """The sampler's result as images in [-1, 1] (a super-resolution stage adds its
+        upsampled input, a latent model decodes its latents)."""
         return x
 
     def conditions(self, prompts: Sequence[str], seeds: Sequence[int], opts: DiffusionOptions,

@@ -95,6 +95,9 @@ def read_recipe(recipe: dict[str, Any]) -> DiffusionRecipe:
             "data.size (the size the model trains and samples at)"
         )
     unet = _unet_config(recipe.get("unet", {}))
+    if unet.image_channels != 3:  # a latent model's UNet takes its autoencoder's channels
+        raise InvalidInputError(
+            f"unet.image_channels must be 3 (RGB images), not {unet.image_channels}")
     _check_size(size if size is not None else cfg.image_size,
                 "data.size" if size is not None else "diffusion.image_size", unet)
     kind, sizes = text_section(recipe.get("text", {"kind": "minilm"}), "minilm")

@@ -45,10 +45,8 @@ class UNetConfig:
     def __post_init__(self) -> None:
         # Upper bounds far above anything a CPU trains; they stop a corrupt config.json from
         # allocating terabytes before its weights are even read.
-        # The data, the samplers' noise and the saved images are all RGB.
-        if self.image_channels != 3:
-            raise InvalidInputError(
-                f"unet.image_channels must be 3 (RGB images), not {self.image_channels}")
+        # What the sampler draws: RGB pixels (3), or an autoencoder's latent channels.
+        check_range("unet.image_channels", self.image_channels, 1, 16)
         check_range("unet.patch_size", self.patch_size, 1, 8)
         check_range("unet.base_channels", self.base_channels, 1, MAX_WIDTH)
         check_range("unet.blocks_per_level", self.blocks_per_level, 1, 8)
