@@ -67,6 +67,13 @@ def _keep_known(denoise: Denoiser, init: torch.Tensor, mask: torch.Tensor) -> De
 EXTRAS: dict[str, type] = {"name": str, "defaults": dict, "training": dict, "data": dict}
 
 
+def check_pixel_channels(unet: UNetConfig) -> None:
+    """A pixel-space UNet draws RGB: checked before its weights are read."""
+    if unet.image_channels != 3:
+        raise InvalidInputError(
+            f"unet.image_channels must be 3 (RGB images), not {unet.image_channels}")
+
+
 def _section(cfg: dict[str, Any], key: str) -> Any:
     if key not in cfg:
         raise InvalidInputError(f"'{key}' is missing")
@@ -154,6 +161,7 @@ class DiffusionPipeline:
                                        section="diffusion")
             extra = _extras(cfg)
             text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
+            check_pixel_channels(unet_cfg)
         except (InvalidInputError, KeyError, TypeError) as exc:
             raise config_error(path, "diffusion model", exc) from None
         model = DiffusionModel(unet_cfg, text.trainable)

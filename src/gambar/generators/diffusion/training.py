@@ -22,7 +22,11 @@ from gambar.data.shapes import to_tensor
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule, diffusion_loss
-from gambar.generators.diffusion.pipeline import MAX_SIZE, DiffusionPipeline
+from gambar.generators.diffusion.pipeline import (
+    MAX_SIZE,
+    DiffusionPipeline,
+    check_pixel_channels,
+)
 from gambar.generators.diffusion.unet import PRESETS, UNetConfig
 from gambar.imaging import make_grid
 from gambar.text.base import Encoded
@@ -95,9 +99,7 @@ def read_recipe(recipe: dict[str, Any]) -> DiffusionRecipe:
             "data.size (the size the model trains and samples at)"
         )
     unet = _unet_config(recipe.get("unet", {}))
-    if unet.image_channels != 3:  # a latent model's UNet takes its autoencoder's channels
-        raise InvalidInputError(
-            f"unet.image_channels must be 3 (RGB images), not {unet.image_channels}")
+    check_pixel_channels(unet)  # a latent model's UNet takes its autoencoder's channels later
     _check_size(size if size is not None else cfg.image_size,
                 "data.size" if size is not None else "diffusion.image_size", unet)
     kind, sizes = text_section(recipe.get("text", {"kind": "minilm"}), "minilm")

@@ -19,7 +19,12 @@ from gambar.config import dataclass_from_dict
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion import cascade
 from gambar.generators.diffusion.config import DiffusionConfig
-from gambar.generators.diffusion.pipeline import DiffusionPipeline, _extras, _section
+from gambar.generators.diffusion.pipeline import (
+    DiffusionPipeline,
+    _extras,
+    _section,
+    check_pixel_channels,
+)
 from gambar.generators.diffusion.unet import UNetConfig
 from gambar.generators.grounded.grounding import (
     GroundedCond,
@@ -73,6 +78,7 @@ class GroundedPipeline(DiffusionPipeline):
             unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
             dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"),
                                        section="diffusion")
+            check_pixel_channels(unet_cfg)
             grounding = dataclass_from_dict(GroundingConfig, _section(cfg, "grounding"),
                                             section="grounding")
             planner = dataclass_from_dict(PlannerConfig, _section(cfg, "planner"),

@@ -82,6 +82,10 @@ class LatentPipeline(DiffusionPipeline):
             extra = _extras(cfg)
             text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
             autoencoder = Autoencoder.from_config(_section(cfg, "autoencoder"), path)
+            if unet_cfg.image_channels != autoencoder.cfg.latent_channels:
+                raise InvalidInputError(
+                    f"unet.image_channels {unet_cfg.image_channels} must be the autoencoder's "
+                    f"latent_channels {autoencoder.cfg.latent_channels}")
         except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
             raise config_error(path, "latent model", exc) from None
         model = DiffusionModel(unet_cfg, text.trainable)

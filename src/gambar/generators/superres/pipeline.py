@@ -22,6 +22,7 @@ from gambar.generators.diffusion.pipeline import (
     _extras,
     _from_image,
     _section,
+    check_pixel_channels,
 )
 from gambar.generators.diffusion.unet import UNetConfig
 from gambar.generators.superres.config import SuperResConfig
@@ -91,6 +92,7 @@ class SuperResPipeline(DiffusionPipeline):
                                            section="superres")
             extra = _extras(dict(cfg))
             text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
+            check_pixel_channels(unet_cfg)
         except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
             raise config_error(path, "super-resolution model", exc) from None
         # the UNet's config is stored with its low-resolution channels; the model adds them
