@@ -10,7 +10,8 @@ resized with Lanczos, and each super-resolution stage alone against Lanczos.
 2. Each stage alone on held-out renders (reference seeds no training stream uses): the render
    at the stage's size is the truth, its box-downsampled copy the input; the stage and Lanczos
    are compared by PSNR, edge error (mean absolute error of neighbouring-pixel differences:
-   blur and ringing count) and FID against the truths.
+   blur, ringing and noise count), edge sharpness (gradient on the truth's edges relative to
+   the truth's: blur lowers it) and FID against the truths.
 3. `--levels`: the first stage's noise-augmentation level swept on the base's own images (the
    input it meets in use): judge score and FID at its size per level; the level with the best
    FID is what scripts/build_cascade.py --aug-level stores.
@@ -73,6 +74,19 @@ def edge_error(images: Sequence[Image.Image], truths: Sequence[Image.Image]) -> 
     return round(float(dx + dy), 5)
 
 
+def edge_sharpness(images: Sequence[Image.Image], truths: Sequence[Image.Image]) -> float:
+    """Gradient magnitude on the truth's edges (its strongest 5 % of gradients), relative to
+    the truth's own there: 1 is as sharp as the truth, below 1 blurred."""
+    def grad(a: np.ndarray) -> np.ndarray:
+        gy = np.abs(np.diff(a, axis=1))[:, :, :-1]
+        gx = np.abs(np.diff(a, axis=2))[:, :-1, :]
+        return (gx + gy).sum(axis=-1)
+
+    g, t = grad(_array(images)), grad(_array(truths))
+    edges = t >= np.quantile(t, 0.95)
+    return round(float(g[edges].sum() / t[edges].sum()), 4)
+
+
 def lanczos(images: Sequence[Image.Image], size: int) -> list[Image.Image]:
     return [im.resize((size, size), Image.Resampling.LANCZOS) for im in images]
 
@@ -130,8 +144,10 @@ def stages_alone(pipe: Any, jobs: list[tuple[SuitePrompt, int]], clip: Contrasti
         out.append({
             "size": size, "factor": factor, "images": len(jobs),
             "stage": {"psnr": psnr(raised, truths), "edge_error": edge_error(raised, truths),
+                      "edge_sharpness": edge_sharpness(raised, truths),
                       **_fid(truths, raised, clip), "s_per_image": round(t / len(jobs), 3)},
             "lanczos": {"psnr": psnr(resized, truths), "edge_error": edge_error(resized, truths),
+                        "edge_sharpness": edge_sharpness(resized, truths),
                         **_fid(truths, resized, clip)},
             "settings": {k: getattr(stage.default_options, k)
                          for k in ("sampler", "steps", "guidance", "aug_level")},

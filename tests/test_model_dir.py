@@ -31,7 +31,7 @@ from gambar.schedule import NoiseSchedule
 from helpers_models import make_tiny_pipeline
 
 # Recorded in the provenance of every image made with the built-in model; --replay compares it.
-DEFAULT_MODEL_SHA256 = "784d35a9806eb07e9a2b763f1c5f37fceb69991f89982e5a8b0aced7bc9f08c6"
+DEFAULT_MODEL_SHA256 = "95fdd6d0c5626d2559342407f359c78ef5cf8230b375d80d681fd39debdc0f91"
 
 
 @pytest.fixture
