@@ -260,7 +260,8 @@ V1_SHA256 = "33a29ac6b3fc880e93cf8aec0d82935c5f9b802834e900162025b9286b43cad0"
 
 def test_the_default_model_keeps_its_hash_and_loads():
     assert read_config(builtin_models()["default"])["components"] == {
-        "model": "model.safetensors", "planner": "planner.safetensors"}
+        "model": "model.safetensors", "planner": "planner.safetensors",
+        "sr_128": "sr_128.safetensors"}
     assert gambar.load("default").sha256 == DEFAULT_MODEL_SHA256
 
 

@@ -67,6 +67,15 @@ def _keep_known(denoise: Denoiser, init: torch.Tensor, mask: torch.Tensor) -> De
 EXTRAS: dict[str, type] = {"name": str, "defaults": dict, "training": dict, "data": dict}
 
 
+def read_sections(cfg: dict[str, Any], path: Path
+                  ) -> tuple[UNetConfig, DiffusionConfig, dict[str, Any], TextSetup]:
+    """The UNet, diffusion, extras and text-encoder entries every diffusion-family config.json
+    holds, checked (InvalidInputError, KeyError or TypeError: the caller's config_error)."""
+    unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
+    dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"), section="diffusion")
+    return unet_cfg, dcfg, _extras(cfg), TextSetup.from_dict(_section(cfg, "text_encoder"), path)
+
+
 def check_pixel_channels(unet: UNetConfig) -> None:
     """A pixel-space UNet draws RGB: checked before its weights are read."""
     if unet.image_channels != 3:
@@ -156,11 +165,7 @@ class DiffusionPipeline:
         path = Path(path)
         cfg, sha256 = open_model_dir(path, cls.family)
         try:
-            unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
-            dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"),
-                                       section="diffusion")
-            extra = _extras(cfg)
-            text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
+            unet_cfg, dcfg, extra, text = read_sections(cfg, path)
             check_pixel_channels(unet_cfg)
         except (InvalidInputError, KeyError, TypeError) as exc:
             raise config_error(path, "diffusion model", exc) from None

@@ -21,9 +21,9 @@ from gambar.generators.diffusion import cascade
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.pipeline import (
     DiffusionPipeline,
-    _extras,
     _section,
     check_pixel_channels,
+    read_sections,
 )
 from gambar.generators.diffusion.unet import UNetConfig
 from gambar.generators.grounded.grounding import (
@@ -75,16 +75,12 @@ class GroundedPipeline(DiffusionPipeline):
         path = Path(path)
         cfg, sha256 = open_model_dir(path, cls.family)
         try:
-            unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
-            dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"),
-                                       section="diffusion")
+            unet_cfg, dcfg, extra, text = read_sections(cfg, path)
             check_pixel_channels(unet_cfg)
             grounding = dataclass_from_dict(GroundingConfig, _section(cfg, "grounding"),
                                             section="grounding")
             planner = dataclass_from_dict(PlannerConfig, _section(cfg, "planner"),
                                           section="planner")
-            extra = _extras(cfg)
-            text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
         except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
             raise config_error(path, "grounded model", exc) from None
         # the UNet's config is stored with its extra channels; the image stage adds them again

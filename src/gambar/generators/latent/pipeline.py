@@ -15,13 +15,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gambar.config import dataclass_from_dict
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel
 from gambar.generators.diffusion.options import MAX_SIZE
-from gambar.generators.diffusion.pipeline import DiffusionPipeline, _extras, _section
-from gambar.generators.diffusion.unet import UNetConfig
+from gambar.generators.diffusion.pipeline import DiffusionPipeline, _section, read_sections
 from gambar.generators.latent.autoencoder import Autoencoder
 from gambar.generators.latent.options import LatentOptions
 from gambar.model_dir import config_error, load_components, open_model_dir
@@ -76,11 +74,7 @@ class LatentPipeline(DiffusionPipeline):
         path = Path(path)
         cfg, sha256 = open_model_dir(path, cls.family)
         try:
-            unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
-            dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"),
-                                       section="diffusion")
-            extra = _extras(cfg)
-            text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
+            unet_cfg, dcfg, extra, text = read_sections(cfg, path)
             autoencoder = Autoencoder.from_config(_section(cfg, "autoencoder"), path)
             if unet_cfg.image_channels != autoencoder.cfg.latent_channels:
                 raise InvalidInputError(

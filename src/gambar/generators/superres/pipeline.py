@@ -19,10 +19,10 @@ from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.pipeline import (
     DiffusionPipeline,
-    _extras,
     _from_image,
     _section,
     check_pixel_channels,
+    read_sections,
 )
 from gambar.generators.diffusion.unet import UNetConfig
 from gambar.generators.superres.config import SuperResConfig
@@ -85,13 +85,9 @@ class SuperResPipeline(DiffusionPipeline):
         """An untrained stage built from a config dict (its own config.json, or a cascade's
         entry for it), checked: a one-line CorruptFileError naming `path`."""
         try:
-            unet_cfg = dataclass_from_dict(UNetConfig, _section(cfg, "unet"), section="unet")
-            dcfg = dataclass_from_dict(DiffusionConfig, _section(cfg, "diffusion"),
-                                       section="diffusion")
+            unet_cfg, dcfg, extra, text = read_sections(dict(cfg), path)
             superres = dataclass_from_dict(SuperResConfig, _section(cfg, "superres"),
                                            section="superres")
-            extra = _extras(dict(cfg))
-            text = TextSetup.from_dict(_section(cfg, "text_encoder"), path)
             check_pixel_channels(unet_cfg)
         except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
             raise config_error(path, "super-resolution model", exc) from None
