@@ -68,7 +68,10 @@ def test_submit_poll_and_fetch_png_with_provenance(server, client, served_models
             prov["negative_prompt"], prov["model_sha256"]) == (
         "dua bintang biru", 8, 3, "ddim", 2.5, "a red circle", pipe.sha256)
     # The server draws what the library draws for the same seed.
-    assert np.array_equal(np.asarray(image), np.asarray(direct.image))
+    # Image 2 of a batch of 2 against the image drawn alone: the guarantee is 1/255 per pixel
+    # (README, "Seeds are per image"); under full-suite load a level flipped once in a few runs.
+    diff = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(direct.image, dtype=np.int16))
+    assert diff.max() <= 1, diff.max()
 
 
 def test_defaults_are_resolved_and_a_random_seed_is_recorded(client, served_models):  # noqa: F811

@@ -50,7 +50,10 @@ def test_openai_b64_json_at_native_size(oai, served_models):  # noqa: F811
     assert res.gambar["resize"] == "none" and res.gambar["seeds"] == [11, 12]
     direct = served_models["tiny"].generate(["a red circle"], seeds=[12], steps=3,
                                             progress=False)[0]
-    assert np.array_equal(np.asarray(image), np.asarray(direct.image))
+    # Image 2 of a batch of 2 against the image drawn alone: the guarantee is 1/255 per pixel
+    # (README, "Seeds are per image"); under full-suite load a level flipped once in a few runs.
+    diff = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(direct.image, dtype=np.int16))
+    assert diff.max() <= 1, diff.max()
 
 
 def test_openai_larger_size_is_resized_and_says_so(oai):
