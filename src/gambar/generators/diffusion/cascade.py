@@ -71,6 +71,17 @@ def build_stages(config: Mapping[str, Any], path: Path, base_size: int
     return stages
 
 
+def load_with_stages(path: Path, config: Mapping[str, Any], base_size: int,
+                     modules: Mapping[str, torch.nn.Module]) -> list[SuperResPipeline]:
+    """Load the base's `modules` and the stages config.json lists, in one checked read of the
+    directory's components; return the stages."""
+    from gambar.model_dir import load_components
+
+    stages = build_stages(config, path, base_size)
+    load_components(path, {**modules, **stage_components(base_size, stages)}, config=config)
+    return stages
+
+
 def stage_components(base_size: int, stages: Sequence[SuperResPipeline]
                      ) -> dict[str, torch.nn.Module]:
     """{component name: stage network} for saving and loading."""

@@ -23,7 +23,7 @@ from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule
 from gambar.generators.diffusion.options import MAX_SIZE, DiffusionOptions
 from gambar.generators.diffusion.unet import UNetConfig
-from gambar.model_dir import config_error, load_components, open_model_dir, save_model_dir
+from gambar.model_dir import config_error, open_model_dir, save_model_dir
 from gambar.pipeline import (
     Generated,
     Progress,
@@ -170,9 +170,7 @@ class DiffusionPipeline:
         except (InvalidInputError, KeyError, TypeError) as exc:
             raise config_error(path, "diffusion model", exc) from None
         model = DiffusionModel(unet_cfg, text.trainable)
-        stages = cascade.build_stages(cfg, path, dcfg.image_size)
-        load_components(path, {"model": model,
-                               **cascade.stage_components(dcfg.image_size, stages)}, config=cfg)
+        stages = cascade.load_with_stages(path, cfg, dcfg.image_size, {"model": model})
         try:
             pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
                        extra=extra)
@@ -242,7 +240,7 @@ class DiffusionPipeline:
             mask = self.encode_mask(_from_image(inputs["mask"], opts.size, "L"))
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.precision == "bf16")
         sample = get_sampler(opts.sampler)
-        sampler_options = {"eta": opts.eta} if opts.sampler == "ddim" else {}
+        sampler_kwargs = {"eta": opts.eta} if opts.sampler == "ddim" else {}
         total = len(timesteps) * -(-len(prompts) // batch_size)
         bar = tqdm(total=total, desc="sampling", unit="step", disable=progress is not True,
                    leave=False)
@@ -288,7 +286,7 @@ class DiffusionPipeline:
                         x = init.expand_as(x)  # no step redrawn: the init image as read
                     else:
                         x = sample(denoise, x, c, self.schedule, timesteps, generators=gens,
-                                   callback=on_step, **sampler_options)
+                                   callback=on_step, **sampler_kwargs)
                     x = self.decode(x, cond)
                     for k, img in enumerate(x):
                         own = {n: v[start + k] if isinstance(v, list) else v

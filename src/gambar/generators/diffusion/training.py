@@ -112,6 +112,15 @@ def read_recipe(recipe: dict[str, Any]) -> DiffusionRecipe:
     )
 
 
+def require_frozen_minilm(recipe: dict[str, Any], what: str) -> None:
+    """A one-line error, before any data work, when a family that reads the frozen MiniLM is
+    given another [text] encoder."""
+    text = recipe.get("text", {})
+    if isinstance(text, dict) and text.get("kind", "minilm") != "minilm":
+        raise InvalidInputError(f"{what} reads the frozen MiniLM encoder: set [text] kind = "
+                                "\"minilm\"")
+
+
 def _check_size(size: Any, key: str, unet: UNetConfig) -> None:
     """A size the model can train at and then sample at: a multiple of the UNet's stride, and
     no larger than generate() allows (else the trained model could never be loaded)."""

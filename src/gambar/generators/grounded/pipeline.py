@@ -8,7 +8,7 @@ way the layout used is in the image's provenance, and the image stage reads it t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from gambar.generators.diffusion.pipeline import (
     check_pixel_channels,
     read_sections,
 )
-from gambar.generators.diffusion.unet import UNetConfig
 from gambar.generators.grounded.grounding import (
     GroundedCond,
     GroundingConfig,
@@ -36,7 +35,7 @@ from gambar.generators.grounded.model import GroundedModel
 from gambar.generators.grounded.options import GroundedOptions
 from gambar.generators.grounded.planner import PlannerConfig, planner_input
 from gambar.inputs import Layout
-from gambar.model_dir import config_error, load_components, open_model_dir
+from gambar.model_dir import config_error, open_model_dir
 from gambar.text.base import Encoded
 from gambar.text.setup import TextSetup
 
@@ -84,11 +83,9 @@ class GroundedPipeline(DiffusionPipeline):
         except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
             raise config_error(path, "grounded model", exc) from None
         # the UNet's config is stored with its extra channels; the image stage adds them again
-        model = GroundedModel(UNetConfig(**{**asdict(unet_cfg), "extra_channels": 0}),
-                              grounding, planner)
-        stages = cascade.build_stages(cfg, path, dcfg.image_size)
-        load_components(path, {"model": model.image, "planner": model.planner,
-                               **cascade.stage_components(dcfg.image_size, stages)}, config=cfg)
+        model = GroundedModel(replace(unet_cfg, extra_channels=0), grounding, planner)
+        stages = cascade.load_with_stages(path, cfg, dcfg.image_size,
+                                          {"model": model.image, "planner": model.planner})
         try:
             pipe = cls(model, text, dcfg, name=extra.get("name", path.name), sha256=sha256,
                        extra=extra)

@@ -21,7 +21,7 @@ from gambar.data.layouts import GroundedObject, training_layout
 from gambar.data.shapes import to_tensor
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.model import diffusion_loss
-from gambar.generators.diffusion.training import DiffusionTask
+from gambar.generators.diffusion.training import DiffusionTask, require_frozen_minilm
 from gambar.generators.grounded.grounding import (
     GroundedCond,
     GroundingConfig,
@@ -87,10 +87,7 @@ class GroundedTask(DiffusionTask):
             init = dataclass_from_dict(InitConfig, recipe.get("init", {}), section="init")
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
-        text = recipe.get("text", {})
-        if isinstance(text, dict) and text.get("kind", "minilm") != "minilm":  # before data work
-            raise InvalidInputError("the grounded family reads the frozen MiniLM encoder: set "
-                                    "[text] kind = \"minilm\"")
+        require_frozen_minilm(recipe, "the grounded family")
         super().__init__({k: v for k, v in recipe.items()
                           if k not in ("grounding", "planner", "init")})
         if planner.text_dim != self.text.dim:

@@ -37,11 +37,8 @@ class AutoencoderTask:
 
     def __init__(self, recipe: dict[str, Any]) -> None:
         check_sections(recipe, self.SECTIONS)
-        try:
-            cfg = dataclass_from_dict(AutoencoderConfig, recipe.get("autoencoder", {}),
-                                      section="autoencoder")
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
+        cfg = dataclass_from_dict(AutoencoderConfig, recipe.get("autoencoder", {}),
+                                  section="autoencoder")
         spec = recipe_data(recipe.get("data", {}), default_size=128)
         if spec.stream.size % cfg.factor:
             raise InvalidInputError(f"data.size {spec.stream.size} must be a multiple of the "

@@ -32,10 +32,7 @@ class LatentTask(DiffusionTask):
     SCHEMA: dict[str, type] = {**DiffusionTask.SCHEMA, "latent": LatentConfig}
 
     def __init__(self, recipe: dict[str, Any]) -> None:
-        try:
-            latent = dataclass_from_dict(LatentConfig, recipe.get("latent", {}), section="latent")
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
+        latent = dataclass_from_dict(LatentConfig, recipe.get("latent", {}), section="latent")
         if not latent.autoencoder:
             raise InvalidInputError('a latent recipe names its autoencoder: [latent] '
                                     'autoencoder = "runs/<autoencoder run>/model"')

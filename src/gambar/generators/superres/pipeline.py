@@ -24,7 +24,6 @@ from gambar.generators.diffusion.pipeline import (
     check_pixel_channels,
     read_sections,
 )
-from gambar.generators.diffusion.unet import UNetConfig
 from gambar.generators.superres.config import SuperResConfig
 from gambar.generators.superres.model import (
     LowResCond,
@@ -92,7 +91,7 @@ class SuperResPipeline(DiffusionPipeline):
         except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
             raise config_error(path, "super-resolution model", exc) from None
         # the UNet's config is stored with its low-resolution channels; the model adds them
-        model = SuperResModel(UNetConfig(**{**asdict(unet_cfg), "extra_channels": 0}))
+        model = SuperResModel(replace(unet_cfg, extra_channels=0))
         return model, text, dcfg, superres, extra
 
     # ---- generation ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from PIL import Image
 from gambar.config import dataclass_from_dict
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.model import diffusion_loss
-from gambar.generators.diffusion.training import DiffusionTask
+from gambar.generators.diffusion.training import DiffusionTask, require_frozen_minilm
 from gambar.generators.superres.config import SuperResConfig
 from gambar.generators.superres.model import (
     LowResCond,
@@ -40,15 +40,9 @@ class SuperResTask(DiffusionTask):
     SCHEMA: dict[str, type] = {**DiffusionTask.SCHEMA, "superres": SuperResConfig}
 
     def __init__(self, recipe: dict[str, Any]) -> None:
-        try:
-            superres = dataclass_from_dict(SuperResConfig, recipe.get("superres", {}),
-                                           section="superres")
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
-        text = recipe.get("text", {})
-        if isinstance(text, dict) and text.get("kind", "minilm") != "minilm":  # before data work
-            raise InvalidInputError("a super-resolution stage reads the frozen MiniLM encoder: "
-                                    "set [text] kind = \"minilm\"")
+        superres = dataclass_from_dict(SuperResConfig, recipe.get("superres", {}),
+                                       section="superres")
+        require_frozen_minilm(recipe, "a super-resolution stage")
         super().__init__({k: v for k, v in recipe.items() if k != "superres"})
         low = self.cfg.image_size // superres.factor
         if self.cfg.image_size % superres.factor or low % 8:
