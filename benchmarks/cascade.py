@@ -1,11 +1,13 @@
 """Bigger images, side by side in one run (issue 13 item 5): a cascade against its base's images
 resized with Lanczos, and each super-resolution stage alone against Lanczos.
 
-1. At the cascade's largest size (256 for the default model), for shapes-core's prompts and
-   seeds: the judge's score (the judge scales every image to 64 px), FID/KID in gambar's
-   contrastive features against ground-truth renders at that size, and seconds per image, for
+1. At the cascade's largest size, for shapes-core's prompts and seeds: the judge's score (the
+   judge scales every image to 64 px), FID/KID in gambar's contrastive features against
+   ground-truth renders at that size, and seconds per image, for
      - cascade: the model drawing at that size (base, then every stage);
      - lanczos: the same base images (same seeds) resized with Lanczos;
+     - latent (`--latent MODEL`): a latent diffusion model at its own size (and resized to the
+       cascade's when they differ), with its autoencoder's reconstruction PSNR and FID;
    and the base's own score at its size (the bar: cascade >= base - 0.03).
 2. Each stage alone on held-out renders (reference seeds no training stream uses): the render
    at the stage's size is the truth, its box-downsampled copy the input; the stage and Lanczos
@@ -16,7 +18,7 @@ resized with Lanczos, and each super-resolution stage alone against Lanczos.
    input it meets in use): judge score and FID at its size per level; the level with the best
    FID is what scripts/build_cascade.py --aug-level stores.
 
-    python benchmarks/cascade.py --model runs/cascade --n 1 --out cascade.json
+    python benchmarks/cascade.py --model runs/cascade --latent latent --n 1 --out cascade.json
     python benchmarks/cascade.py --model runs/cascade --levels 0 0.05 0.1 0.2 0.3 --levels-only
 
 Prints (and with --out writes) one JSON object.
@@ -122,6 +124,42 @@ def at_largest(pipe: Any, jobs: list[tuple[SuitePrompt, int]], clip: Contrastive
     }
 
 
+def latent_column(latent: Any, jobs: list[tuple[SuitePrompt, int]], clip: ContrastiveModel,
+                  size: int, batch: int) -> dict[str, Any]:
+    """A latent model beside the cascade: drawn at its own size (Lanczos-resized to `size` when
+    that differs), and its autoencoder's reconstructions of the ground-truth renders."""
+    prompts, seeds = [p.prompt for p, _ in jobs], [s for _, s in jobs]
+    native = latent.cfg.image_size
+    drawn, t = timed(lambda: latent.generate(prompts, seeds=seeds, batch_size=batch,
+                                             progress=False))
+    images = [g.image for g in drawn]
+    truths = [reference_image(p.scene, s, native) for p, s in jobs]
+    out: dict[str, Any] = {
+        "model": {"name": latent.name, "sha256": latent.sha256}, "size": native,
+        **_judged(images, jobs), **_fid(truths, images, clip),
+        "s_per_image": round(t / len(jobs), 3),
+        "settings": {k: getattr(latent.default_options, k)
+                     for k in ("sampler", "steps", "guidance")},
+        "autoencoder": reconstructions(latent.autoencoder, truths, clip)}
+    if size != native:
+        resized = lanczos(images, size)
+        at_size = [reference_image(p.scene, s, size) for p, s in jobs]
+        out[f"lanczos_to_{size}"] = {**_judged(resized, jobs), **_fid(at_size, resized, clip)}
+    return out
+
+
+@torch.no_grad()
+def reconstructions(autoencoder: Any, truths: Sequence[Image.Image], clip: ContrastiveModel
+                    ) -> dict[str, Any]:
+    """PSNR and FID of the autoencoder's reconstructions against the images it encoded."""
+    from gambar.tensors import to_image, to_tensor
+
+    recon = [to_image(autoencoder.decode(autoencoder.encode(to_tensor(im)[None]))[0]
+                      .clamp(-1, 1)) for im in truths]
+    return {"psnr": psnr(recon, truths), "edge_error": edge_error(recon, truths),
+            **_fid(truths, recon, clip)}
+
+
 def base_and_stages(provenance: dict[str, Any]) -> dict[str, Any]:
     return {"base": {k: provenance[k] for k in ("sampler", "steps", "guidance")},
             "stages": provenance.get("cascade", [])}
@@ -184,6 +222,7 @@ def main() -> None:
                         help="also sweep the first stage's augmentation level over these")
     parser.add_argument("--levels-only", action="store_true",
                         help="with --levels: only the sweep (to choose the level first)")
+    parser.add_argument("--latent", help="a latent model to set beside the cascade (e.g. latent)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -199,7 +238,9 @@ def main() -> None:
     if not args.levels_only:
         result["at_largest"] = at_largest(pipe, jobs, clip, args.batch)
         result["stages_alone"] = stages_alone(pipe, jobs, clip, args.batch)
-        result["latent"] = None  # no trained latent model yet: its column joins when one ships
+        if args.latent:
+            result["latent"] = latent_column(gambar.load(args.latent), jobs, clip,
+                                             result["at_largest"]["size"], args.batch)
     if args.levels:
         result["aug_level_sweep"] = level_sweep(pipe, jobs, clip, args.levels, args.batch)
     text = json.dumps(result, indent=2)

@@ -74,12 +74,28 @@ def test_an_autoencoder_cannot_draw_from_a_prompt():
     ({"channels": [16, 24], "groups": 16}, "must divide autoencoder.channels"),
     ({"channels": [16]}, "2 to 4 levels"),
     ({"scale": 0.0}, "autoencoder.scale"),
+    ({"channels": [16, 16, 16], "crop": 30}, "multiple of the autoencoder's factor 4"),
 ])
 def test_a_bad_autoencoder_config_is_one_line(section, message):
     with pytest.raises(InvalidInputError, match=message) as err:
         AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v
                              for k, v in section.items()})
     assert "\n" not in str(err.value)
+
+
+def test_random_crops_are_windows_of_each_image_drawn_from_the_generator():
+    from gambar.generators.latent.autoencoder import random_crops
+
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    crops = random_crops(images, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 4, 4)
+    for image, crop in zip(images, crops, strict=True):
+        y, x = divmod(int(crop[0, 0, 0]) % 64, 8)  # the values number the pixels
+        assert torch.equal(crop, image[:, y:y + 4, x:x + 4])
+    again = random_crops(images, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(crops, again)
+    assert random_crops(images, 0, torch.Generator()) is images  # no crop: whole images
+    assert random_crops(images, 8, torch.Generator()) is images
 
 
 def test_a_latent_recipe_without_an_autoencoder_is_one_line():
@@ -115,3 +131,31 @@ def test_the_autoencoder_overfits_a_few_images():
         opt.step()
     after = quality()
     assert after > before + 10 and after > 24, (before, after)
+
+
+def test_a1111_img2img_and_inpainting_draw_with_the_latent_model(latent, tmp_path):
+    """The real webuiapi client against a server holding the latent model: img2img equals the
+    library's draw, and inpainting carries both inputs' digests in the provenance."""
+    from helpers_server import live_server, need, png_provenance
+
+    webuiapi = need("webuiapi")
+    import base64
+
+    init = latent.generate(["a red circle"], seeds=[4], steps=2, progress=False)[0].image
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (16, 0, 32, 32))
+    with live_server({latent.name: latent}, tmp_path) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        api = webuiapi.WebUIApi(host=host, port=int(port))
+        res = api.img2img(images=[init], prompt="three blue stars", denoising_strength=0.5,
+                          seed=7, steps=4, width=32, height=32)
+        inpainted = api.img2img(images=[init], mask_image=mask, mask_blur=0,
+                                inpaint_full_res=False, prompt="three blue stars",
+                                denoising_strength=1.0, seed=8, steps=4, width=32, height=32)
+    direct = latent.generate(["three blue stars"], seeds=[7], steps=4, guidance=7.0,
+                             sampler="ddim", eta=1.0, strength=0.5, inputs={"init": init},
+                             progress=False)[0]
+    assert np.abs(pixels(res.image) - pixels(direct.image)).max() <= 1  # the server's 1/255
+    _, prov = png_provenance(base64.b64decode(inpainted.json["images"][0]))
+    assert prov["family"] == "latent" and set(prov["inputs"]) == {"init", "mask"}
+    assert prov["inputs"] == inpainted.info["gambar"]["inputs"]  # the prepared inputs' digests

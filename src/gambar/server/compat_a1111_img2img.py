@@ -19,8 +19,8 @@ The other img2img fields, each honoured, refused (422) or inert:
   as A1111's overlay does.
 - inpainting_fill: 0 "fill" (A1111's default) honoured: the masked part of the init image is
   replaced by the colours around it before it is noised; 1 "original" is gambar's own rule.
-  2 "latent noise" and 3 "latent nothing" act on an autoencoder's latents, which a pixel
-  model has not: 422.
+  2 "latent noise" and 3 "latent nothing" (fills of an autoencoder's latents) are not drawn
+  by gambar, whose latent model keeps rule 1 for every mask: 422.
 - inpaint_full_res true ("Only masked", A1111's API default) draws a crop around the mask and
   pastes it back at the init image's size; gambar draws the whole picture, so with a mask it
   is a 422 asking for inpaint_full_res false ("Whole picture").
@@ -118,8 +118,8 @@ def _check_fields(body: Img2ImgRequest, pipe: Pipeline, model: str) -> None:
     require("inpaint_full_res", body.inpaint_full_res, (),
             "gambar inpaints the whole picture; send inpaint_full_res false ('Whole picture')")
     require("inpainting_fill", body.inpainting_fill, (ORIGINAL,),
-            "latent noise and latent nothing act on latents, which gambar's pixel models have "
-            "not; use 0 (fill) or 1 (original)")
+            "gambar draws no 'latent noise' or 'latent nothing' fill; use 0 (fill) or 1 "
+            "(original)")
 
 
 def _a1111_mask(data: bytes) -> Image.Image:

@@ -39,6 +39,7 @@ class AutoencoderConfig:
     groups: int = 16  # GroupNorm groups; must divide every width
     kl_weight: float = 1e-6
     edge_weight: float = 1.0
+    crop: int = 0  # train on random crops of this side (0: whole images); see random_crops
     scale: float = 1.0  # latents are multiplied by this before diffusion; set at export
 
     def __post_init__(self) -> None:
@@ -56,6 +57,10 @@ class AutoencoderConfig:
         check_range("autoencoder.groups", self.groups, 1, 32)
         check_range("autoencoder.kl_weight", self.kl_weight, 0.0, 1.0)
         check_range("autoencoder.edge_weight", self.edge_weight, 0.0, 100.0)
+        check_range("autoencoder.crop", self.crop, 0, 1024)
+        if self.crop % self.factor:
+            raise InvalidInputError(f"autoencoder.crop={self.crop} must be a multiple of the "
+                                    f"autoencoder's factor {self.factor}")
         check_range("autoencoder.scale", self.scale, 0.0, 1e4, low_open=True)
 
     @property
@@ -74,6 +79,22 @@ def build_network(cfg: AutoencoderConfig) -> nn.Module:
                          block_out_channels=tuple(cfg.channels),
                          layers_per_block=cfg.layers_per_block,
                          latent_channels=cfg.latent_channels, norm_num_groups=cfg.groups)
+
+
+def random_crops(images: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
+    """A random side x side crop of each image (the whole batch when side is 0 or too large).
+
+    The network is convolutional (one attention block, at the lowest level), so it learns the
+    same local reconstruction from crops: 64 px crops of 128 px images train about 7x faster
+    per step on a CPU (measured), as SD trained its autoencoder on 256 px crops.
+    """
+    n, _, height, width = images.shape
+    if not side or side >= min(height, width):
+        return images
+    ys = torch.randint(0, height - side + 1, (n,), generator=generator).tolist()
+    xs = torch.randint(0, width - side + 1, (n,), generator=generator).tolist()
+    return torch.stack([im[:, y:y + side, x:x + side] for im, y, x in zip(images, ys, xs,
+                                                                           strict=True)])
 
 
 def edge_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -106,7 +127,9 @@ class Autoencoder(nn.Module):
 
     def loss(self, images: torch.Tensor, generator: torch.Generator
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Reconstruction (L1 + edge L1) + KL to N(0, I), with their parts for the log."""
+        """Reconstruction (L1 + edge L1) + KL to N(0, I) on random crops of `images` (when
+        cfg.crop is set), with their parts for the log."""
+        images = random_crops(images, self.cfg.crop, generator)
         dist = self.net.encode(images).latent_dist
         z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator,
                                                dtype=dist.mean.dtype)
