@@ -79,6 +79,17 @@ def _latent_recipe() -> dict[str, Any]:
     return recipe
 
 
+def _gan_recipe() -> dict[str, Any]:
+    """A 16 px GAN with every loss term on (matching-aware, GAN-INT, the contrastive three)."""
+    return {"family": "gan", "name": "gan-tiny",
+            "data": {"source": "shapes", "size": 16, "seed": 0, "languages": ["en", "id"]},
+            "gan": {"z_dim": 8, "cond_dim": 8, "g_channels": 32, "g_min": 16, "d_channels": 16,
+                    "d_max": 32, "embed_dim": 16, "modulation": True, "sentence_weight": 1.0,
+                    "word_weight": 1.0, "image_weight": 1.0},
+            "train": {**TRAIN, "lr": 2e-4, "betas": [0.0, 0.99],
+                      "optimizers": {"d": {"lr": 4e-4}}}}
+
+
 def _toy_recipe() -> dict[str, Any]:
     from toy_family.task import TINY_RECIPE
 
@@ -89,9 +100,10 @@ def _toy_recipe() -> dict[str, Any]:
 
 # family -> a seconds-long recipe; the test below fails for a family that has none.
 TINY_RECIPES = {"diffusion": _diffusion_recipe, "grounded": _grounded_recipe,
-                "latent": _latent_recipe, "toy": _toy_recipe}
+                "latent": _latent_recipe, "gan": _gan_recipe, "toy": _toy_recipe}
 # family -> options that make drawing cheap (every request below passes them, by option name)
-FAST = {"diffusion": {"steps": 2}, "grounded": {"steps": 2}, "latent": {"steps": 2}, "toy": {}}
+FAST = {"diffusion": {"steps": 2}, "grounded": {"steps": 2}, "latent": {"steps": 2}, "gan": {},
+        "toy": {}}
 PROMPTS = ["a red circle", "dua bintang biru", "a green square above a blue heart"]
 
 

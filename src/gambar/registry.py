@@ -31,6 +31,10 @@ GENERATORS: dict[str, tuple[str, str]] = {
         "gambar.generators.latent.pipeline:LatentPipeline",
         "gambar.generators.latent.training:LatentTask",
     ),
+    "gan": (
+        "gambar.generators.gan.pipeline:GanPipeline",
+        "gambar.generators.gan.training:GanTask",
+    ),
 }
 # generator family -> its Options class, in a torch-free module: the CLI builds its flags from
 # these without importing any model code.
@@ -38,6 +42,7 @@ OPTIONS: dict[str, str] = {
     "diffusion": "gambar.generators.diffusion.options:DiffusionOptions",
     "grounded": "gambar.generators.grounded.options:GroundedOptions",
     "latent": "gambar.generators.latent.options:LatentOptions",
+    "gan": "gambar.generators.gan.options:GanOptions",
 }
 EVALUATORS: dict[str, tuple[str, str]] = {
     # Loaded by gambar.contrastive.load_contrastive (gambar evaluate --clip), never by load().

@@ -1,0 +1,113 @@
+"""The GAN family's TrainingTask: two optimisers ("d", "g"), EMA on the generator, the frozen
+MiniLM for the captions, and the diffusion family's data (`[data]`, the same stream and mix).
+
+Each step updates the discriminator, then the generator against the updated discriminator
+(the loop applies an update before asking for the next); every noise draw comes from the
+run's generator, so a resumed run replays exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from gambar.config import dataclass_from_dict
+from gambar.data.batches import endless_batches
+from gambar.data.mix import recipe_data
+from gambar.data.shapes import to_tensor
+from gambar.errors import InvalidInputError
+from gambar.generators.diffusion.training import (
+    SampleConfig,
+    _collate,
+    require_frozen_minilm,
+)
+from gambar.generators.gan.config import GanConfig
+from gambar.generators.gan.model import GanBatch, GanModel, GanNoise
+from gambar.generators.gan.pipeline import GanPipeline
+from gambar.imaging import make_grid
+from gambar.text.setup import TextSetup
+from gambar.train.recipe import check_sections
+from gambar.train.task import Update
+
+
+class GanTask:
+    SECTIONS = ("data", "text", "gan", "sample")
+    SCHEMA: dict[str, type] = {"gan": GanConfig, "sample": SampleConfig}
+
+    def __init__(self, recipe: dict[str, Any]) -> None:
+        check_sections(recipe, self.SECTIONS)
+        require_frozen_minilm(recipe, "a GAN")
+        section = dict(recipe.get("gan", {}))
+        size = recipe.get("data", {}).get("size")
+        if size is not None and section.setdefault("image_size", size) != size:
+            raise InvalidInputError(
+                f"data.size = {size!r} and gan.image_size = {section['image_size']!r} "
+                "disagree; set only data.size (the size the GAN trains and draws at)")
+        cfg = GanConfig.from_dict(section)
+        sample = dataclass_from_dict(SampleConfig, recipe.get("sample", {}), section="sample")
+        spec = recipe_data(recipe.get("data", {}), default_size=cfg.image_size)
+        self.stream, self.mix, self.data_summary = spec.stream, spec.mix, spec.summary
+        self.text = TextSetup.build("minilm")
+        self.model = GanModel(cfg, self.text.dim)
+        self.cfg = cfg
+        self.sample_prompts, self.sample_seed = list(sample.prompts), sample.seed
+        self.name = str(recipe.get("name", "gan"))
+
+    def _item(self, index: int) -> tuple[torch.Tensor, str]:
+        if self.mix is not None:
+            image, caption, _ = self.mix[index]
+            return image, caption
+        sample = self.stream[index]
+        return to_tensor(sample.image), sample.caption
+
+    def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
+        return endless_batches(self._item, _collate, start=start, rank=rank,
+                               world_size=world_size, batch_size=batch_size)
+
+    def param_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+        gan: GanModel = model  # type: ignore[assignment]
+        return {"d": list(gan.discriminator.parameters()), "g": list(gan.generator.parameters())}
+
+    def ema_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.generator  # type: ignore[return-value]
+
+    def gan_batch(self, batch: dict[str, Any]) -> GanBatch:
+        images = batch["images"]
+        with torch.no_grad():
+            enc = self.text.encode(batch["captions"])
+        return GanBatch(images, enc.pooled.to(images.device), enc.states.to(images.device),
+                        enc.mask.to(images.device))
+
+    def noise(self, n: int, generator: torch.Generator, device: torch.device) -> GanNoise:
+        def draw(width: int) -> torch.Tensor:
+            return torch.randn(n, width, generator=generator).to(device)
+
+        cfg = self.cfg
+        return GanNoise(draw(cfg.z_dim), draw(cfg.cond_dim), draw(cfg.z_dim), draw(cfg.cond_dim))
+
+    def step(self, model: torch.nn.Module, batch: Any, generator: torch.Generator,
+             step: int) -> Iterator[Update]:
+        gan_batch = self.gan_batch(batch)
+        for part in ("d", "g"):
+            noise = self.noise(len(gan_batch.images), generator, gan_batch.images.device)
+            loss, logs = model(gan_batch, noise, part=part)
+            yield Update(part, loss, logs)
+
+    def pipeline(self, model: GanModel, extra: dict[str, Any] | None = None) -> GanPipeline:
+        return GanPipeline(model, self.text, name=self.name, extra=extra)
+
+    def sample_grid(self, model: torch.nn.Module) -> Image.Image:
+        was_training = model.training
+        pipe = self.pipeline(model)  # type: ignore[arg-type]
+        seeds = [self.sample_seed + i for i in range(len(self.sample_prompts))]
+        out = pipe.generate(self.sample_prompts, seeds=seeds, progress=False)
+        model.train(was_training)
+        return make_grid([g.image for g in out], cols=4, scale=2)
+
+    def export(self, model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
+        extra = {"name": self.name, "training": summary, "data": self.data_summary}
+        self.pipeline(model, extra).save(path)  # type: ignore[arg-type]
