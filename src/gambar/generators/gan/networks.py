@@ -142,9 +142,9 @@ class Features:
 
 
 class Discriminator(nn.Module):
-    """A shared image trunk with two uses: the text-matching logit of Reed et al. (the sentence
-    compressed, replicated over the 4 x 4 grid, concatenated, then two convs), and XMC-GAN's
-    embeddings (global image, 8 x 8 regions, sentence, words) for its contrastive terms."""
+    """A shared image trunk with two uses: the text-matching logit the matching-aware loss of
+    Reed et al. trains, and XMC-GAN's embeddings (global image, 8 x 8 regions, sentence,
+    words) for its contrastive terms."""
 
     def __init__(self, cfg: GanConfig, text_dim: int, layout_dim: int = 0) -> None:
         super().__init__()
@@ -153,9 +153,12 @@ class Discriminator(nn.Module):
         self.blocks = nn.ModuleList(DiscriminatorBlock(a, b)
                                     for a, b in zip(widths, widths[1:], strict=False))
         top = widths[-1]
-        self.text = nn.Sequential(spectral_norm(nn.Linear(text_dim, 128)), nn.LeakyReLU(0.2))
-        self.joint = spectral_norm(nn.Conv2d(top + 128, top, 1))
-        self.logit = spectral_norm(nn.Conv2d(top, 1, 4))
+        # Projection (Miyato & Koyama 2018) instead of the paper's concatenation of the text at
+        # 4 x 4: measured on a tiny run, the concatenating head learned to ignore the text (right
+        # and wrong captions scored alike after 300 steps). No spectral norm on the text's
+        # projection: captions' sentence vectors differ little (MiniLM's are unit length).
+        self.text = nn.Linear(text_dim, top)
+        self.logit = spectral_norm(nn.Linear(top, 1))
         e = cfg.embed_dim
         self.image_embed = spectral_norm(nn.Linear(top, e))
         self.region_embed = spectral_norm(nn.Conv2d(widths[-2], e, 1))
@@ -171,10 +174,10 @@ class Discriminator(nn.Module):
         return Features(F.leaky_relu(h, 0.2), regions)
 
     def match(self, feats: Features, sentence: torch.Tensor) -> torch.Tensor:
-        """(B,) logits: does this image show this sentence (and look real)?"""
-        t = self.text(sentence)[:, :, None, None].expand(-1, -1, *feats.top.shape[-2:])
-        h = F.leaky_relu(self.joint(torch.cat([feats.top, t], dim=1)), 0.2)
-        return self.logit(h).flatten()
+        """(B,) logits: does this image look real, and show this sentence? An unconditional
+        term plus the inner product of the pooled image features with the projected text."""
+        h = feats.top.sum(dim=(2, 3))
+        return self.logit(h).squeeze(1) + (self.text(sentence) * h).sum(dim=1)
 
     def image_embedding(self, feats: Features) -> torch.Tensor:
         return self.image_embed(feats.top.sum(dim=(2, 3)))
