@@ -139,3 +139,51 @@ def test_interpolating_two_prompts_draws_images_between_them(overfit):
     assert all(b <= a + 1e-3 for a, b in zip(to_last, to_last[1:], strict=False)), to_last
     assert judge(to_image(images[0]), "a red circle").correct
     assert judge(to_image(images[-1]), "a blue square").correct
+
+
+@pytest.fixture(scope="module")
+def layout_gan(tmp_path_factory):
+    """A 16 px GauGAN2-style GAN (SPADE blocks over painted object masks) carrying the default
+    model's layout stage, after a few steps."""
+    recipe = TINY_RECIPES["gan"]()
+    recipe["gan"].update({"layout": True, "layout_dim": 4})
+    recipe["layout"] = {"planner": "default", "box_fraction": 0.5}
+    recipe["train"]["run_dir"] = str(tmp_path_factory.mktemp("gaugan") / "run")
+    return gambar.load(train(registry.task_factory("gan"), recipe, progress=False))
+
+
+def test_a_layout_gan_draws_from_a_given_or_a_sampled_layout(layout_gan):
+    from gambar.inputs import Layout
+
+    prompt = "a red circle above a blue square"
+    sampled = layout_gan.generate([prompt], seeds=[3], progress=False)[0]
+    assert sampled.provenance["layout_source"] == "sampled"
+    assert len(sampled.provenance["layout"]) == 2  # the default's layout stage: two objects
+    boxes = Layout.from_json([{"phrase": "a red circle", "box": [0.1, 0.1, 0.5, 0.5]}])
+    given = layout_gan.generate([prompt], seeds=[3], inputs={"layout": boxes},
+                                progress=False)[0]
+    assert given.provenance["layout_source"] == "given"
+    assert not np.array_equal(np.asarray(given.image), np.asarray(sampled.image))
+    again = layout_gan.generate([prompt, "a red circle"], seeds=[3, 4], progress=False)[0]
+    assert np.array_equal(np.asarray(again.image), np.asarray(sampled.image))
+
+
+def test_a_layout_gan_keeps_its_layout_stage_through_a_save(layout_gan, tmp_path):
+    layout_gan.save(tmp_path / "copy")
+    copy = gambar.load(tmp_path / "copy")
+    assert copy.sha256 == layout_gan.sha256 and copy.planner is not None
+
+
+def test_layout_options_are_refused_where_they_cannot_apply(tmp_path, layout_gan):
+    plain = gambar.load(train(registry.task_factory("gan"), _recipe(tmp_path / "run"),
+                              progress=False))
+    with pytest.raises(InvalidInputError, match="layout GAN only") as err:
+        plain.generate(["a red circle"], seeds=[0], layout_temperature=0.5, progress=False)
+    assert "\n" not in str(err.value)
+    no_stage = GanPipeline(layout_gan.model, layout_gan.text, name="no-stage")
+    with pytest.raises(InvalidInputError, match="no layout stage"):
+        no_stage.generate(["a red circle"], seeds=[0], progress=False)
+    recipe = _recipe(tmp_path / "bad")
+    recipe["layout"] = {"planner": "default"}
+    with pytest.raises(InvalidInputError, match=r"\[gan\] layout = true"):
+        registry.task_factory("gan")(recipe)

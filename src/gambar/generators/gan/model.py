@@ -22,6 +22,7 @@ from torch import nn
 
 from gambar.generators.gan import losses
 from gambar.generators.gan.config import GanConfig
+from gambar.generators.gan.layout import ObjectMasks
 from gambar.generators.gan.networks import Discriminator, Features, Generator
 
 INTERPOLATION_BETA = 0.5
@@ -35,7 +36,7 @@ class GanBatch:
     sentence: torch.Tensor  # (B, D) pooled
     words: torch.Tensor  # (B, L, D) token states
     word_mask: torch.Tensor  # (B, L) bool
-    layout: torch.Tensor | None = None  # (B, layout_dim + 1, S, S) painted, for SPADE
+    layout: ObjectMasks | None = None  # a layout model's objects (GauGAN)
 
 
 @dataclass
@@ -59,8 +60,7 @@ class GanModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.generator = Generator(cfg, text_dim)
-        self.discriminator = Discriminator(cfg, text_dim,
-                                           cfg.layout_dim + 1 if cfg.layout else 0)
+        self.discriminator = Discriminator(cfg, text_dim)
 
     def forward(self, batch: GanBatch, noise: GanNoise, part: str
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -139,6 +139,6 @@ class GanModel(nn.Module):
 
     @torch.no_grad()
     def draw(self, z: torch.Tensor, sentence: torch.Tensor, eps: torch.Tensor,
-             layout: torch.Tensor | None = None) -> torch.Tensor:
+             layout: ObjectMasks | None = None) -> torch.Tensor:
         """One generator pass: (B, 3, S, S) in [-1, 1]; row k depends on row k alone."""
         return self.generator(z, sentence, eps, layout)[0]

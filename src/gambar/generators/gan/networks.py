@@ -15,12 +15,21 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gambar.generators.gan.config import GanConfig
+from gambar.generators.gan.layout import ObjectMasks, Painter
 
 GROUPS = 8
 
 
 def _widths(start: int, count: int, factor: float, low: int, high: int) -> list[int]:
     return [int(min(max(start * factor**i, low), high)) for i in range(count)]
+
+
+def _paint(painter: Painter | None, objects: ObjectMasks | None) -> torch.Tensor | None:
+    if painter is None:
+        return None
+    if objects is None:
+        raise ValueError("a layout model needs the objects of a layout")
+    return painter(objects)
 
 
 class ConditionAugment(nn.Module):
@@ -102,14 +111,17 @@ class Generator(nn.Module):
         self.start = nn.Linear(style_dim, widths[0] * 16)
         mod = style_dim if cfg.modulation else 0
         lay = cfg.layout_dim + 1 if cfg.layout else 0
+        self.painter = Painter(text_dim, cfg.layout_dim) if cfg.layout else None
         self.blocks = nn.ModuleList(GeneratorBlock(a, b, mod, lay)
                                     for a, b in zip(widths, widths[1:], strict=False))
         self.out_norm = AdaptiveNorm(widths[-1], mod, lay)
         self.out = nn.Conv2d(widths[-1], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor, sentence: torch.Tensor, eps: torch.Tensor,
-                layout: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, the conditioning augmentation's KL); `eps` its (B, cond_dim) noise."""
+                objects: ObjectMasks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, the conditioning augmentation's KL); `eps` its (B, cond_dim) noise;
+        `objects` the layout (a layout model only)."""
+        layout = _paint(self.painter, objects)
         cond, kl = self.condition(sentence, eps)
         style = torch.cat([z, cond], dim=1)
         h = self.start(style).view(len(z), -1, 4, 4)
@@ -146,10 +158,13 @@ class Discriminator(nn.Module):
     Reed et al. trains, and XMC-GAN's embeddings (global image, 8 x 8 regions, sentence,
     words) for its contrastive terms."""
 
-    def __init__(self, cfg: GanConfig, text_dim: int, layout_dim: int = 0) -> None:
+    def __init__(self, cfg: GanConfig, text_dim: int) -> None:
         super().__init__()
         widths = _widths(cfg.d_channels, cfg.doublings + 1, 2.0, 8, cfg.d_max)
-        self.stem = spectral_norm(nn.Conv2d(3 + layout_dim, widths[0], 3, padding=1))
+        # a layout model's D judges (image, layout) pairs, as GauGAN's does
+        self.painter = Painter(text_dim, cfg.layout_dim) if cfg.layout else None
+        extra = cfg.layout_dim + 1 if cfg.layout else 0
+        self.stem = spectral_norm(nn.Conv2d(3 + extra, widths[0], 3, padding=1))
         self.blocks = nn.ModuleList(DiscriminatorBlock(a, b)
                                     for a, b in zip(widths, widths[1:], strict=False))
         top = widths[-1]
@@ -165,8 +180,9 @@ class Discriminator(nn.Module):
         self.sentence_embed = nn.Linear(text_dim, e)
         self.word_embed = nn.Linear(text_dim, e)
 
-    def trunk(self, images: torch.Tensor, layout: torch.Tensor | None = None) -> Features:
-        h = images if layout is None else torch.cat([images, layout], dim=1)
+    def trunk(self, images: torch.Tensor, objects: ObjectMasks | None = None) -> Features:
+        layout = _paint(self.painter, objects)
+        h = images if layout is None else torch.cat([images, layout.to(images.dtype)], dim=1)
         h = self.stem(h)
         regions = h
         for block in self.blocks:

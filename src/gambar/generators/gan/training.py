@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -26,17 +27,27 @@ from gambar.generators.diffusion.training import (
     require_frozen_minilm,
 )
 from gambar.generators.gan.config import GanConfig
+from gambar.generators.gan.layout import BOX_STREAM, LayoutRecipe, ObjectMasks, item_objects
 from gambar.generators.gan.model import GanBatch, GanModel, GanNoise
 from gambar.generators.gan.pipeline import GanPipeline
+from gambar.generators.grounded.grounding import PhraseCache
+from gambar.generators.grounded.planner import LayoutPlanner
 from gambar.imaging import make_grid
 from gambar.text.setup import TextSetup
 from gambar.train.recipe import check_sections
 from gambar.train.task import Update
 
+Item = tuple[torch.Tensor, str, list[tuple[torch.Tensor, str]]]  # image, caption, objects
+
+
+def _collate_objects(items: list[Item]) -> dict[str, Any]:
+    return {**_collate([(image, caption) for image, caption, _ in items]),
+            "objects": [objects for _, _, objects in items]}
+
 
 class GanTask:
-    SECTIONS = ("data", "text", "gan", "sample")
-    SCHEMA: dict[str, type] = {"gan": GanConfig, "sample": SampleConfig}
+    SECTIONS = ("data", "text", "gan", "layout", "sample")
+    SCHEMA: dict[str, type] = {"gan": GanConfig, "layout": LayoutRecipe, "sample": SampleConfig}
 
     def __init__(self, recipe: dict[str, Any]) -> None:
         check_sections(recipe, self.SECTIONS)
@@ -48,10 +59,16 @@ class GanTask:
                 f"data.size = {size!r} and gan.image_size = {section['image_size']!r} "
                 "disagree; set only data.size (the size the GAN trains and draws at)")
         cfg = GanConfig.from_dict(section)
+        layout = dataclass_from_dict(LayoutRecipe, recipe.get("layout", {}), section="layout")
+        if "layout" in recipe and not cfg.layout:
+            raise InvalidInputError("a [layout] section needs [gan] layout = true")
         sample = dataclass_from_dict(SampleConfig, recipe.get("sample", {}), section="sample")
+        self.planner = _planner(layout.planner) if cfg.layout and layout.planner else None
+        self.box_fraction = layout.box_fraction
         spec = recipe_data(recipe.get("data", {}), default_size=cfg.image_size)
         self.stream, self.mix, self.data_summary = spec.stream, spec.mix, spec.summary
         self.text = TextSetup.build("minilm")
+        self.phrases = PhraseCache(self.text.frozen)  # type: ignore[arg-type]
         self.model = GanModel(cfg, self.text.dim)
         self.cfg = cfg
         self.sample_prompts, self.sample_seed = list(sample.prompts), sample.seed
@@ -64,7 +81,21 @@ class GanTask:
         sample = self.stream[index]
         return to_tensor(sample.image), sample.caption
 
+    def _layout_item(self, index: int) -> Item:
+        """A layout model's item: image, caption, and each object's mask and phrase (boxes for
+        `box_fraction` of the items, drawn per item from the data seed and the index)."""
+        if self.mix is not None:
+            image, caption, labels = self.mix[index]
+        else:
+            sample = self.stream[index]
+            image, caption, labels = to_tensor(sample.image), sample.caption, sample.labels()
+        boxes = np.random.default_rng([self.stream.seed, index, BOX_STREAM]).random()
+        return image, caption, item_objects(image, caption, labels, boxes < self.box_fraction)
+
     def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
+        if self.cfg.layout:
+            return endless_batches(self._layout_item, _collate_objects, start=start, rank=rank,
+                                   world_size=world_size, batch_size=batch_size)
         return endless_batches(self._item, _collate, start=start, rank=rank,
                                world_size=world_size, batch_size=batch_size)
 
@@ -79,8 +110,17 @@ class GanTask:
         images = batch["images"]
         with torch.no_grad():
             enc = self.text.encode(batch["captions"])
+        layout = None
+        if self.cfg.layout:
+            layout = self.objects(batch["objects"]).to(images.device)
         return GanBatch(images, enc.pooled.to(images.device), enc.states.to(images.device),
-                        enc.mask.to(images.device))
+                        enc.mask.to(images.device), layout)
+
+    def objects(self, layouts: list[list[tuple[torch.Tensor, str]]]) -> ObjectMasks:
+        """Masks and phrase vectors (the frozen MiniLM's, memoised) of a batch of layouts."""
+        vectors = iter(self.phrases([phrase for lay in layouts for _, phrase in lay]))
+        return ObjectMasks.build([[(mask, next(vectors)) for mask, _ in lay] for lay in layouts],
+                                 self.cfg.image_size, self.text.dim)
 
     def noise(self, n: int, generator: torch.Generator, device: torch.device) -> GanNoise:
         def draw(width: int) -> torch.Tensor:
@@ -98,7 +138,7 @@ class GanTask:
             yield Update(part, loss, logs)
 
     def pipeline(self, model: GanModel, extra: dict[str, Any] | None = None) -> GanPipeline:
-        return GanPipeline(model, self.text, name=self.name, extra=extra)
+        return GanPipeline(model, self.text, planner=self.planner, name=self.name, extra=extra)
 
     def sample_grid(self, model: torch.nn.Module) -> Image.Image:
         was_training = model.training
@@ -111,3 +151,12 @@ class GanTask:
     def export(self, model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
         extra = {"name": self.name, "training": summary, "data": self.data_summary}
         self.pipeline(model, extra).save(path)  # type: ignore[arg-type]
+
+
+def _planner(source: str) -> LayoutPlanner:
+    """The layout stage of a trained grounded model, frozen (a GAN carries it, never trains it)."""
+    from gambar.generators.grounded.pipeline import GroundedPipeline
+    from gambar.model_dir import resolve_model
+
+    planner = GroundedPipeline.load(resolve_model(source)).grounded.planner
+    return planner.eval().requires_grad_(False)

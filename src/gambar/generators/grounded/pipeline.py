@@ -12,7 +12,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gambar.config import dataclass_from_dict
@@ -33,13 +32,11 @@ from gambar.generators.grounded.grounding import (
 )
 from gambar.generators.grounded.model import GroundedModel
 from gambar.generators.grounded.options import GroundedOptions
-from gambar.generators.grounded.planner import PlannerConfig, planner_input
+from gambar.generators.grounded.planner import PlannerConfig, plan_layout
 from gambar.inputs import Layout
 from gambar.model_dir import config_error, open_model_dir
 from gambar.text.base import Encoded
 from gambar.text.setup import TextSetup
-
-LAYOUT_SEED_STREAM = 0x4C41  # "LA": the layout stage's draws never reuse the image noise's
 
 
 class GroundedPipeline(DiffusionPipeline):
@@ -97,22 +94,7 @@ class GroundedPipeline(DiffusionPipeline):
     # ---- the layout stage ---------------------------------------------------------------
     def plan(self, prompt: str, seed: int, temperature: float = 1.0) -> Layout:
         """The layout stage's layout for one prompt and seed (an empty prompt: no objects)."""
-        from gambar.inputs import Box
-
-        if not prompt.strip():
-            return Layout(())
-        frozen = self.text.frozen
-        planner = self.grounded.planner
-        states, mask = planner_input(frozen, [prompt], planner.cfg)  # type: ignore[arg-type]
-        offsets = frozen.offsets([prompt])[0]  # type: ignore[union-attr]
-        rng = np.random.default_rng([seed, LAYOUT_SEED_STREAM])
-        planned = planner.sample(states, mask, rng, temperature)
-        boxes = []
-        for obj in planned:
-            start, end = offsets[obj.start][0], offsets[obj.end][1]
-            x0, y0, x1, y1 = (round(v, 6) for v in obj.box)
-            boxes.append(Box(x0, y0, x1, y1, prompt[start:end]))
-        return Layout(tuple(boxes))
+        return plan_layout(self.grounded.planner, self.text.frozen, prompt, seed, temperature)
 
     def layout_batch(self, layouts: Sequence[Layout]) -> LayoutBatch:
         phrases = self.phrases([b.phrase for lay in layouts for b in lay.objects])

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gambar.config import check_range
+from gambar.inputs import Layout
 
 FIELDS = ("start", "end", "c0", "c1", "c2", "c3")  # two pointers, then four box numbers
 STOP = 0  # memory slot 0 is the learned STOP vector; token i of the prompt is slot i + 1
@@ -394,3 +395,25 @@ def planner_input(encoder: nn.Module, texts: Sequence[str], cfg: PlannerConfig
         return enc.states, enc.mask
     ids, _ = encoder.tokenize(list(texts))  # type: ignore[operator]
     return torch.cat([enc.states, ids.to(enc.states.dtype).unsqueeze(-1)], dim=-1), enc.mask
+
+
+LAYOUT_SEED_STREAM = 0x4C41  # "LA": the layout stage's draws never reuse the image noise's
+
+
+def plan_layout(planner: LayoutPlanner, encoder: nn.Module, prompt: str, seed: int,
+                temperature: float = 1.0) -> Layout:
+    """The layout `planner` samples for one prompt and seed: each object's box and the words of
+    the prompt it points at (an empty prompt: no objects). `encoder` is the frozen MiniLM."""
+    from gambar.inputs import Box
+
+    if not prompt.strip():
+        return Layout(())
+    states, mask = planner_input(encoder, [prompt], planner.cfg)
+    offsets = encoder.offsets([prompt])[0]  # type: ignore[operator]
+    rng = np.random.default_rng([seed, LAYOUT_SEED_STREAM])
+    boxes = []
+    for obj in planner.sample(states, mask, rng, temperature):
+        start, end = offsets[obj.start][0], offsets[obj.end][1]
+        x0, y0, x1, y1 = (round(v, 6) for v in obj.box)
+        boxes.append(Box(x0, y0, x1, y1, prompt[start:end]))
+    return Layout(tuple(boxes))
