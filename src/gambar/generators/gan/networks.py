@@ -18,6 +18,7 @@ from gambar.generators.gan.config import GanConfig
 from gambar.generators.gan.layout import ObjectMasks, Painter
 
 GROUPS = 8
+SPADE_HIDDEN = 32  # GauGAN's is 128; a 64 px CPU model cannot pay for that at every norm
 
 
 def _widths(start: int, count: int, factor: float, low: int, high: int) -> list[int]:
@@ -62,8 +63,8 @@ class AdaptiveNorm(nn.Module):
         self.scale = nn.Parameter(torch.zeros(channels))
         self.shift = nn.Parameter(torch.zeros(channels))
         self.style = nn.Linear(style_dim, 2 * channels) if style_dim else None
-        self.spade = (nn.Sequential(nn.Conv2d(layout_dim, 64, 3, padding=1), nn.ReLU(),
-                                    nn.Conv2d(64, 2 * channels, 3, padding=1))
+        self.spade = (nn.Sequential(nn.Conv2d(layout_dim, SPADE_HIDDEN, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(SPADE_HIDDEN, 2 * channels, 3, padding=1))
                       if layout_dim else None)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None,
