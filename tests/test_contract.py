@@ -158,7 +158,9 @@ def test_image_k_depends_only_on_its_seed(pipe, with_inputs):
     for k, gen in enumerate(batch):
         (alone,) = pipe.generate([PROMPTS[k]], seeds=[5 + k], inputs=inputs, progress=False,
                                  **fast)
-        assert np.array_equal(pixels(gen.image), pixels(alone.image)), k
+        # the documented guarantee: within 1/255 per pixel at another batch size (a convolution
+        # may pick another kernel for another batch; bit-exact on most runs)
+        assert np.abs(pixels(gen.image) - pixels(alone.image)).max() <= 1, k
         assert gen.provenance["seed"] == 5 + k and gen.provenance["family"] == pipe.family
 
 

@@ -399,8 +399,8 @@ def test_registry_separates_generators_from_evaluators():
     assert task_factory("contrastive").__name__ == "ContrastiveTask"  # still trains
     with pytest.raises(InvalidInputError, match="evaluator, not an image generator"):
         pipeline_class("contrastive")
-    with pytest.raises(InvalidInputError, match="unknown model family 'gan'"):
-        pipeline_class("gan")
+    with pytest.raises(InvalidInputError, match="unknown model family 'dalle'"):
+        pipeline_class("dalle")
 
 
 def test_load_refuses_an_evaluator_in_one_line():
