@@ -73,3 +73,16 @@ class TrainingTask(Protocol):
         """Save `model` (the EMA copy) as a loadable model directory (config.json +
         safetensors). `summary` (steps, wall time, ...) goes into config.json."""
         ...
+
+
+def prompt_grid(pipe: Any, model: torch.nn.Module, prompts: list[str], first_seed: int
+                ) -> Image.Image:
+    """A task's sample grid: `pipe` (built on `model`) draws each prompt from seeds first_seed,
+    first_seed + 1, ...; `model`'s training mode is restored after."""
+    from gambar.imaging import make_grid
+
+    was_training = model.training
+    seeds = [first_seed + i for i in range(len(prompts))]
+    out = pipe.generate(prompts, seeds=seeds, progress=False)
+    model.train(was_training)
+    return make_grid([g.image for g in out], cols=4, scale=2)

@@ -28,11 +28,10 @@ from gambar.generators.diffusion.pipeline import (
     check_pixel_channels,
 )
 from gambar.generators.diffusion.unet import PRESETS, UNetConfig
-from gambar.imaging import make_grid
 from gambar.text.base import Encoded
 from gambar.text.setup import TextSetup
 from gambar.train.recipe import check_sections, text_section
-from gambar.train.task import Update
+from gambar.train.task import Update, prompt_grid
 
 # Training above generate()'s largest size made a model whose own size its load() refused.
 MAX_SAMPLE_SIZE = MAX_SIZE
@@ -207,12 +206,8 @@ class DiffusionTask:
         return DiffusionPipeline(model, self.text, self.cfg, name=self.name, extra=extra)
 
     def sample_grid(self, model: torch.nn.Module) -> Image.Image:
-        was_training = model.training
-        pipe = self.pipeline(model)  # type: ignore[arg-type]
-        seeds = [self.sample_seed + i for i in range(len(self.sample_prompts))]
-        out = pipe.generate(self.sample_prompts, seeds=seeds, progress=False)
-        model.train(was_training)
-        return make_grid([g.image for g in out], cols=4, scale=2)
+        return prompt_grid(self.pipeline(model), model,  # type: ignore[arg-type]
+                           self.sample_prompts, self.sample_seed)
 
     def export(self, model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
         extra = {"name": self.name, "training": summary, "data": self.data_summary}

@@ -32,10 +32,9 @@ from gambar.generators.gan.model import GanBatch, GanModel, GanNoise
 from gambar.generators.gan.pipeline import GanPipeline
 from gambar.generators.grounded.grounding import PhraseCache
 from gambar.generators.grounded.planner import LayoutPlanner
-from gambar.imaging import make_grid
 from gambar.text.setup import TextSetup
 from gambar.train.recipe import check_sections
-from gambar.train.task import Update
+from gambar.train.task import Update, prompt_grid
 
 Item = tuple[torch.Tensor, str, list[tuple[torch.Tensor, str]]]  # image, caption, objects
 
@@ -141,12 +140,8 @@ class GanTask:
         return GanPipeline(model, self.text, planner=self.planner, name=self.name, extra=extra)
 
     def sample_grid(self, model: torch.nn.Module) -> Image.Image:
-        was_training = model.training
-        pipe = self.pipeline(model)  # type: ignore[arg-type]
-        seeds = [self.sample_seed + i for i in range(len(self.sample_prompts))]
-        out = pipe.generate(self.sample_prompts, seeds=seeds, progress=False)
-        model.train(was_training)
-        return make_grid([g.image for g in out], cols=4, scale=2)
+        return prompt_grid(self.pipeline(model), model,  # type: ignore[arg-type]
+                           self.sample_prompts, self.sample_seed)
 
     def export(self, model: torch.nn.Module, path: Path, summary: dict[str, Any]) -> None:
         extra = {"name": self.name, "training": summary, "data": self.data_summary}
