@@ -26,11 +26,15 @@ class GroundedObject:
     box: tuple[float, float, float, float]
 
 
+def ink_mask(image: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool: the inked (non-white) pixels of an image (3, H, W) in [-1, 1]."""
+    return (image.amin(dim=0) + 1) * 127.5 < INK_THRESHOLD  # darkest channel, 0..255
+
+
 def ink_box(image: torch.Tensor) -> tuple[float, float, float, float]:
     """Bounding box of the non-white pixels of an image (3, H, W) in [-1, 1], as fractions; the
     whole image when nothing is inked."""
-    level = (image.amin(dim=0) + 1) * 127.5  # darkest channel, 0..255
-    ink = level < INK_THRESHOLD
+    ink = ink_mask(image)
     h, w = ink.shape
     rows, cols = ink.any(dim=1).nonzero(), ink.any(dim=0).nonzero()
     if len(rows) == 0:

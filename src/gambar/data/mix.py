@@ -281,6 +281,16 @@ class RecipeData:
     summary: dict[str, Any]
 
 
+def training_item(stream: ShapesStream, mix: TrainingMix | None, index: int
+                  ) -> tuple[torch.Tensor, str, dict[str, Any]]:
+    """(image, caption, labels) of training item `index`: the mix's, or the shapes stream's
+    when the recipe has no mix."""
+    if mix is not None:
+        return mix[index]
+    sample = stream[index]
+    return to_tensor(sample.image), sample.caption, sample.labels()
+
+
 def recipe_data(section: Mapping[str, Any], default_size: int) -> RecipeData:
     """Read `[data]` (see DataSection): source ("shapes"), size, seed, languages, optional
     `categories` weights of the shapes stream and optional `mix`; any other key is an error (a

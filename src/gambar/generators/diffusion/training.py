@@ -17,8 +17,7 @@ from PIL import Image
 
 from gambar.config import dataclass_from_dict
 from gambar.data.batches import endless_batches
-from gambar.data.mix import recipe_data
-from gambar.data.shapes import to_tensor
+from gambar.data.mix import recipe_data, training_item
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.config import DiffusionConfig
 from gambar.generators.diffusion.model import DiffusionModel, build_schedule, diffusion_loss
@@ -170,11 +169,8 @@ class DiffusionTask:
 
     def _item(self, index: int) -> tuple[torch.Tensor, str]:
         """(image, caption) of training item `index`: the shapes stream's, or the mix's."""
-        if self.mix is not None:
-            image, caption, _ = self.mix[index]
-            return image, caption
-        sample = self.stream[index]
-        return to_tensor(sample.image), sample.caption
+        image, caption, _ = training_item(self.stream, self.mix, index)
+        return image, caption
 
     def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
         return endless_batches(self._item, _collate, start=start, rank=rank,

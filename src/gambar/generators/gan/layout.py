@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from gambar.config import check_range
-from gambar.data.layouts import training_layout
-from gambar.data.shapes_vocab import INK_THRESHOLD
+from gambar.data.layouts import ink_mask, training_layout
+from gambar.generators.grounded.grounding import box_masks
 from gambar.inputs import Layout
 
 BOX_STREAM = 0x4258  # "BX": the per-item draw of box or silhouette never reuses another stream
@@ -79,19 +79,17 @@ class Painter(nn.Module):
 
 
 def box_mask(box: Sequence[float], size: int) -> torch.Tensor:
-    """(S, S) 1 where a pixel's centre lies inside box (x0, y0, x1, y1), fractions of the side."""
-    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
-    x0, y0, x1, y1 = box
-    inside_x = (centres >= x0) & (centres < x1)
-    inside_y = (centres >= y0) & (centres < y1)
-    return (inside_y[:, None] & inside_x[None, :]).float()
+    """(S, S) 1 where a pixel's centre lies inside box (x0, y0, x1, y1), fractions of the side:
+    the grounded family's rule, so a layout covers the same pixels in both families."""
+    return box_masks(torch.tensor([[box]], dtype=torch.float32),
+                     torch.ones(1, 1, dtype=torch.bool), size)[0, 0]
 
 
 def item_objects(image: torch.Tensor, caption: str, labels: Mapping[str, Any], boxes: bool
                  ) -> list[tuple[torch.Tensor, str]]:
     """(mask, phrase) of each object of a training item: its box, or its ink inside the box."""
     size = image.shape[-1]
-    ink = ((image.amin(dim=0) + 1) * 127.5 < INK_THRESHOLD).float()
+    ink = ink_mask(image).float()
     out = []
     for obj in training_layout(image, caption, labels):
         mask = box_mask(obj.box, size)

@@ -18,8 +18,7 @@ from PIL import Image
 
 from gambar.config import dataclass_from_dict
 from gambar.data.batches import endless_batches
-from gambar.data.mix import recipe_data
-from gambar.data.shapes import to_tensor
+from gambar.data.mix import recipe_data, training_item
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.training import (
     SampleConfig,
@@ -74,20 +73,13 @@ class GanTask:
         self.name = str(recipe.get("name", "gan"))
 
     def _item(self, index: int) -> tuple[torch.Tensor, str]:
-        if self.mix is not None:
-            image, caption, _ = self.mix[index]
-            return image, caption
-        sample = self.stream[index]
-        return to_tensor(sample.image), sample.caption
+        image, caption, _ = training_item(self.stream, self.mix, index)
+        return image, caption
 
     def _layout_item(self, index: int) -> Item:
         """A layout model's item: image, caption, and each object's mask and phrase (boxes for
         `box_fraction` of the items, drawn per item from the data seed and the index)."""
-        if self.mix is not None:
-            image, caption, labels = self.mix[index]
-        else:
-            sample = self.stream[index]
-            image, caption, labels = to_tensor(sample.image), sample.caption, sample.labels()
+        image, caption, labels = training_item(self.stream, self.mix, index)
         boxes = np.random.default_rng([self.stream.seed, index, BOX_STREAM]).random()
         return image, caption, item_objects(image, caption, labels, boxes < self.box_fraction)
 

@@ -18,7 +18,7 @@ import torch
 from gambar.config import dataclass_from_dict
 from gambar.data.batches import endless_batches
 from gambar.data.layouts import GroundedObject, training_layout
-from gambar.data.shapes import to_tensor
+from gambar.data.mix import training_item
 from gambar.errors import InvalidInputError
 from gambar.generators.diffusion.model import diffusion_loss
 from gambar.generators.diffusion.training import DiffusionTask, require_frozen_minilm
@@ -118,11 +118,7 @@ class GroundedTask(DiffusionTask):
         self.model.image = image  # type: ignore[union-attr]
 
     def _grounded_item(self, index: int) -> Item:
-        if self.mix is not None:
-            image, caption, labels = self.mix[index]
-        else:
-            sample = self.stream[index]
-            image, caption, labels = to_tensor(sample.image), sample.caption, sample.labels()
+        image, caption, labels = training_item(self.stream, self.mix, index)
         return image, caption, training_layout(image, caption, labels)
 
     def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:

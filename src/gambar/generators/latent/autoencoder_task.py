@@ -17,8 +17,7 @@ from PIL import Image
 
 from gambar.config import dataclass_from_dict
 from gambar.data.batches import endless_batches
-from gambar.data.mix import recipe_data
-from gambar.data.shapes import to_tensor
+from gambar.data.mix import recipe_data, training_item
 from gambar.errors import InvalidInputError
 from gambar.generators.latent.autoencoder import Autoencoder, AutoencoderConfig, psnr
 from gambar.imaging import make_grid
@@ -48,9 +47,7 @@ class AutoencoderTask:
         self.name = str(recipe.get("name", "autoencoder"))
 
     def _item(self, index: int) -> torch.Tensor:
-        if self.mix is not None:
-            return self.mix[index][0]
-        return to_tensor(self.stream[index].image)
+        return training_item(self.stream, self.mix, index)[0]
 
     def batches(self, start: int, rank: int, world_size: int, batch_size: int) -> Iterator[Any]:
         return endless_batches(self._item, torch.stack, start=start, rank=rank,
