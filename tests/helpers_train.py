@@ -218,14 +218,20 @@ def launch_two_ranks(run_dir: Path, out_dir: Path, steps: int, mode: str) -> Non
         "CUDA_VISIBLE_DEVICES": "",
         "PYTHONPATH": str(helper.parent),
     }
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
-        "--main_process_port", str(_free_port()),
-        str(helper), str(run_dir), str(out_dir), str(steps), mode,
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    for _ in range(3):
+        # The free port is closed again before the launcher binds it, so another process (the
+        # other xdist worker) can take it first: the rendezvous then fails before any training
+        # step, and a fresh port is safe to try.
+        cmd = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
+            "--main_process_port", str(_free_port()),
+            str(helper), str(run_dir), str(out_dir), str(steps), mode,
+        ]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if "EADDRINUSE" not in result.stderr:
+            break
     assert result.returncode == 0, result.stderr[-3000:]
 
 
